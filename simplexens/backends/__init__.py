@@ -1,0 +1,1 @@
+"""Machinery behind the estimators: module building, parameter stacks, training, parallelism."""

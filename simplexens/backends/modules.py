@@ -1,0 +1,122 @@
+"""Building a fresh copy of the user's module for each member.
+
+The user may pass an ``nn.Module`` subclass, any callable returning a module, or a module
+instance. A class or factory is called with the ``module__*`` arguments; an instance is
+deep-copied and re-initialised, because skorch would otherwise start every member from the
+same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+#: Constructor arguments filled from the data when the module accepts them and the user did
+#: not set them.
+DATA_ARGUMENTS = ("n_features_in", "n_classes")
+
+
+def _accepted_arguments(factory: Any) -> set[str]:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name for name, p in parameters.items() if p.kind in kinds}
+
+
+def reinitialise(module: nn.Module) -> None:
+    """Re-draw a module's parameters by calling every submodule's ``reset_parameters``.
+
+    Parameters that no ``reset_parameters`` covers keep their values; a warning names them,
+    since members built from such an instance would share them.
+    """
+    covered = set()
+    for sub in module.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            covered.update(id(p) for p in sub.parameters())
+    missed = [name for name, p in module.named_parameters() if id(p) not in covered]
+    if missed:
+        warnings.warn(
+            f"module instance has parameters that no reset_parameters() re-initialises "
+            f"({', '.join(missed[:5])}{', ...' if len(missed) > 5 else ''}); every member "
+            "starts from the same values for them. Pass the module class or a factory instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+@dataclass
+class ModuleSpec:
+    """A recipe for fresh modules: a class or factory with its arguments, or an instance.
+
+    Parameters
+    ----------
+    module : type, callable or nn.Module
+        What the user passed as ``module``.
+    kwargs : dict
+        Constructor arguments (the ``module__*`` parameters, plus the data arguments filled in
+        by :meth:`resolve`).
+    """
+
+    module: Any
+    kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def resolve(
+        cls, module: Any, kwargs: dict, *, n_features_in: int, n_classes: int
+    ) -> ModuleSpec:
+        """Check ``module`` and fill ``n_features_in`` / ``n_classes`` where it accepts them.
+
+        Raises
+        ------
+        TypeError
+            If ``module`` is neither an ``nn.Module`` instance nor callable.
+        ValueError
+            If ``module__*`` arguments are given for a module instance.
+        """
+        if isinstance(module, nn.Module):
+            if kwargs:
+                raise ValueError(
+                    f"module__* parameters ({', '.join(sorted(kwargs))}) cannot be applied to "
+                    f"a module instance ({type(module).__name__}); pass the class instead."
+                )
+            return cls(module, {})
+        if not callable(module):
+            raise TypeError(
+                "module must be an nn.Module subclass, a callable returning an nn.Module, or "
+                f"an nn.Module instance; got {module!r}."
+            )
+        filled = dict(kwargs)
+        accepted = _accepted_arguments(module)
+        data = {"n_features_in": n_features_in, "n_classes": n_classes}
+        for name in DATA_ARGUMENTS:
+            if name in accepted and name not in filled:
+                filled[name] = data[name]
+        return cls(module, filled)
+
+    def build(self) -> nn.Module:
+        """Return a new module, drawing its initial weights from torch's global generator."""
+        if isinstance(self.module, nn.Module):
+            fresh = copy.deepcopy(self.module)
+            reinitialise(fresh)
+            return fresh
+        name = getattr(self.module, "__name__", repr(self.module))
+        try:
+            built = self.module(**self.kwargs)
+        except TypeError as exc:
+            raise TypeError(f"could not build module {name}({self._arguments()}): {exc}") from exc
+        if not isinstance(built, nn.Module):
+            kind = type(built).__name__
+            raise TypeError(f"module factory {name} returned {kind}, not an nn.Module.")
+        return built
+
+    def _arguments(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())

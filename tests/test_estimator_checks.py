@@ -1,0 +1,17 @@
+"""scikit-learn's own estimator checks on every public estimator."""
+
+from nets import MLP
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from simplexens import DeepEnsembleClassifier
+
+ESTIMATORS = [
+    DeepEnsembleClassifier(
+        MLP, n_estimators=2, max_epochs=15, lr=0.1, batch_size=32, random_state=0
+    ),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
