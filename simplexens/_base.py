@@ -222,10 +222,12 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         if len(encoder.classes_) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; the data contain "
-                f"only one class: {encoder.classes_[0]!r}."
+                f"only one class: {encoder.classes_[0]}."
             )
         y_encoded = encoder.transform(y).astype(np.int64)
-        return TrainingData(X, y_encoded, encoder.classes_)
+        # Read-only inputs (memory maps, pandas' copy-on-write arrays) are copied once, since
+        # torch cannot wrap them; the caller's arrays are never written to.
+        return TrainingData(np.require(X, requirements="W"), y_encoded, encoder.classes_)
 
     def _module_recipe(self, data: TrainingData) -> tuple[ModuleSpec, nn.Module]:
         """Resolve the module recipe and check the module against the data.
