@@ -39,14 +39,14 @@ def main():
     X_train, X_test, y_train, y_test = train_test_split(
         X / 16.0, y, test_size=0.25, random_state=0
     )
-    training = dict(
-        max_epochs=30, lr=0.05, optimizer__momentum=0.9, batch_size=64, random_state=0
-    )
+    training = dict(max_epochs=30, lr=0.05, optimizer__momentum=0.9, batch_size=64, random_state=0)
     models = {
         "single network": DeepEnsembleClassifier(MLP, n_estimators=1, **training),
         "deep ensemble (5)": DeepEnsembleClassifier(MLP, n_estimators=5, **training),
     }
-    print(f"{'model':<20}{'accuracy':>10}{'NLL':>9}{'Brier':>9}{'ECE':>9}{'epochs':>8}{'fit s':>8}")
+    print(
+        f"{'model':<20}{'accuracy':>10}{'NLL':>9}{'Brier':>9}{'ECE':>9}{'epochs':>8}{'fit s':>8}"
+    )
     for name, model in models.items():
         start = time.perf_counter()
         model.fit(X_train, y_train)

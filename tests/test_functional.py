@@ -23,25 +23,6 @@ N_ROWS = 5
 N_FEATURES = 6
 N_CLASSES = 3
 
-LOOP_BUG = (
-    "functional.py:93/125/143: forward() runs under @torch.inference_mode() and builds the "
-    "replicas there on first use; copy.deepcopy(template) inside inference mode makes the "
-    "replica's parameters inference tensors, and after `.data = view` (line 147) the replica's "
-    "forward raises 'RuntimeError: Inference tensors do not track version counter'. Hits "
-    "strategy='loop', 'auto' above VMAP_MAX_WORK, the vmap fallback, and unpickled stacks."
-)
-TEMPLATE_BUG = (
-    "functional.py:61/74: the stack keeps the caller's template object (from_members does not "
-    "copy it) and sets eval() only once in __init__; forward() never re-asserts eval mode, so a "
-    "template switched back to train() makes the vmap path use batch statistics and write "
-    "BatchNorm running stats into stack.tensors, contrary to 'kept in eval mode' / 'in eval mode'."
-)
-STACKLEVEL_BUG = (
-    "functional.py:120-123: the fallback RuntimeWarning uses stacklevel=2, but forward() is "
-    "wrapped by @torch.inference_mode(), so the warning is attributed to "
-    "torch/utils/_contextlib.py instead of the caller of forward()."
-)
-
 
 @pytest.fixture(autouse=True)
 def _global_rng_untouched():
@@ -149,16 +130,7 @@ def _all_eval(module):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        "vmap",
-        "auto",
-        pytest.param(
-            "loop", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=LOOP_BUG)
-        ),
-    ],
-)
+@pytest.mark.parametrize("strategy", ["vmap", "loop", "auto"])
 def test_forward_matches_members(kind, strategy):
     members = _members(kind)
     x = _inputs(kind)
@@ -170,20 +142,22 @@ def test_forward_matches_members(kind, strategy):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_forward_loop_matches_members_when_replicas_prebuilt(kind):
-    # Same check as the "loop" case above, with the replicas built outside inference mode.
+def test_replicas_built_by_forward_work_outside_inference_mode(kind):
+    # forward() runs under inference mode; replicas it builds on first use must still be
+    # ordinary modules afterwards (regression: they used to hold inference tensors and fail
+    # with "Inference tensors do not track version counter").
     members = _members(kind)
     x = _inputs(kind)
     expected = _oracle(members, x)
     stack = _stack(kind, members)
-    stack.replicas()
-    out = stack.forward(x, strategy="loop")
-    assert out.shape == (K, N_ROWS, N_CLASSES)
-    assert_close(out, expected)
+    assert_close(stack.forward(x, strategy="loop"), expected)
+    replicas = stack.replicas()
+    assert not any(t.is_inference() for r in replicas for t in module_tensors(r).values())
+    with torch.no_grad():
+        assert_close(torch.stack([r(x) for r in replicas]), expected)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=LOOP_BUG)
-def test_auto_above_threshold_on_fresh_stack(monkeypatch):
+def test_auto_above_threshold_uses_loop_on_fresh_stack(monkeypatch):
     members = _members("mlp")
     x = _inputs("mlp")
     expected = _oracle(members, x)
@@ -198,7 +172,6 @@ def test_auto_threshold_boundary(monkeypatch, slack, expected_path):
     x = _inputs("mlp")
     expected = _oracle(members, x)
     stack = _stack("mlp", members)
-    stack.replicas()
     monkeypatch.setattr(functional, "VMAP_MAX_WORK", N_ROWS * stack.n_parameters + slack)
     calls = []
     real_vmap, real_replicas = stack._forward_vmap, stack.replicas
@@ -220,7 +193,6 @@ def test_tied_weights_and_non_persistent_buffers(kind, strategy):
         assert "b.weight" not in stack.tensors  # stored once
     else:
         assert stack.tensors["scale"].shape == (K, N_CLASSES)
-    stack.replicas()  # see LOOP_BUG; the fresh-stack loop is covered by the xfail above
     assert_close(stack.forward(x, strategy=strategy), expected)
 
 
@@ -233,25 +205,14 @@ def test_tied_weights_stay_tied_in_replicas():
         assert_close(replica.b.weight.detach(), members[i].a.weight.detach(), rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=LOOP_BUG)
-def test_vmap_failure_falls_back_to_loop_on_fresh_stack():
+@pytest.mark.parametrize("strategy", ["vmap", "auto"])
+def test_vmap_failure_falls_back_to_loop(strategy):
     members = _members("item")
     x = _inputs("item")
     expected = _oracle(members, x)
     stack = _stack("item", members)
-    with pytest.warns(RuntimeWarning, match="vectorised evaluation failed"):
-        out = stack.forward(x, strategy="vmap")
-    assert_close(out, expected)
-
-
-def test_vmap_failure_falls_back_to_loop_when_replicas_prebuilt():
-    members = _members("item")
-    x = _inputs("item")
-    expected = _oracle(members, x)
-    stack = _stack("item", members)
-    stack.replicas()
     with pytest.warns(RuntimeWarning, match=r"vectorised evaluation failed \(.*\.item\(\)"):
-        out = stack.forward(x, strategy="auto")
+        out = stack.forward(x, strategy=strategy)
     assert_close(out, expected)
     # The failure is remembered: "auto" now goes straight to the loop, without a warning.
     with warnings.catch_warnings():
@@ -259,11 +220,9 @@ def test_vmap_failure_falls_back_to_loop_when_replicas_prebuilt():
         assert_close(stack.forward(x, strategy="auto"), expected)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STACKLEVEL_BUG)
 def test_fallback_warning_points_at_caller():
     members = _members("item")
     stack = _stack("item", members)
-    stack.replicas()
     with pytest.warns(RuntimeWarning) as record:
         stack.forward(_inputs("item"), strategy="vmap")
     assert record[0].filename == __file__
@@ -311,7 +270,6 @@ def test_template_and_replicas_are_in_eval_mode():
         assert all(_all_eval(r) == [] for r in replicas)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=TEMPLATE_BUG)
 def test_forward_stays_in_eval_mode_if_template_set_to_train():
     members = _members("cnn")
     x = _inputs("cnn")
@@ -358,15 +316,7 @@ def test_member_returns_views_of_each_member():
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        "vmap",
-        pytest.param(
-            "loop", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=LOOP_BUG)
-        ),
-    ],
-)
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
 def test_pickle_round_trip(kind, strategy):
     members = _members(kind)
     x = _inputs(kind)
@@ -391,7 +341,9 @@ def test_pickle_round_trip(kind, strategy):
 def _stacked(kind="mlp"):
     members = _members(kind)
     names = module_tensors(members[0])
-    return _build(kind, 999), {n: torch.stack([module_tensors(m)[n] for m in members]) for n in names}
+    return _build(kind, 999), {
+        n: torch.stack([module_tensors(m)[n] for m in members]) for n in names
+    }
 
 
 def test_direct_construction_matches_members():

@@ -90,7 +90,6 @@ class ParameterStack:
         """The tensors of one member, as views into the stack."""
         return {name: t[index] for name, t in self.tensors.items()}
 
-    @torch.inference_mode()
     def forward(self, x: torch.Tensor, strategy: str = "auto") -> torch.Tensor:
         """Evaluate every member on one batch, in eval mode.
 
@@ -122,13 +121,19 @@ class ParameterStack:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        return torch.stack([replica(x) for replica in self.replicas()])
+        replicas = self.replicas()
+        with torch.inference_mode():
+            return torch.stack([replica(x) for replica in replicas])
 
     def _forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
         def call(tensors, batch):
             return functional_call(self.template, tensors, (batch,))
 
-        return vmap(call, in_dims=(0, None))(self.tensors, x)
+        # eval() again in case someone switched the shared template to training mode, where
+        # BatchNorm would overwrite the stacked running statistics.
+        self.template.eval()
+        with torch.inference_mode():
+            return vmap(call, in_dims=(0, None))(self.tensors, x)
 
     def replicas(self) -> list[nn.Module]:
         """One eval-mode module per member whose tensors are views into the stack.

@@ -9,6 +9,7 @@ same weights.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import warnings
 from dataclasses import dataclass, field
@@ -22,12 +23,14 @@ DATA_ARGUMENTS = ("n_features_in", "n_classes")
 
 
 def _accepted_arguments(factory: Any) -> set[str]:
+    """Keyword arguments ``factory`` accepts and nobody has set (a partial's are set)."""
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return set()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {name for name, p in parameters.items() if p.kind in kinds}
+    bound = set(factory.keywords) if isinstance(factory, functools.partial) else set()
+    return {name for name, p in parameters.items() if p.kind in kinds} - bound
 
 
 def reinitialise(module: nn.Module) -> None:
