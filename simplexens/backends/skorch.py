@@ -74,6 +74,9 @@ def fit_member(
     -------
     MemberResult
     """
+    # joblib hands large arrays to worker processes as read-only memory maps, which torch
+    # cannot wrap; one private copy per worker.
+    X = np.require(X, requirements="W")
     with private_rng(seed, net_kwargs.get("device", "cpu")):
         net = make_net(spec.build(), net_kwargs, seed)
         net.fit(X, y)
