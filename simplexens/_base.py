@@ -21,6 +21,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from .backends.batchnorm import recalibrate_batchnorm
 from .backends.functional import ParameterStack
 from .backends.modules import ModuleSpec
 from .backends.parallel import private_rng
@@ -61,11 +62,15 @@ class FitResult:
         Passes over the training data spent by gradient training, all modes and phases.
     attributes : dict
         Method-specific fitted attributes (names ending in ``_``).
+    recalibrate : bool
+        Recompute every member's BatchNorm statistics on the training data (members that
+        were never trained as such: simplex points, SWAG samples).
     """
 
     members: list
     epochs_spent: int
     attributes: dict = field(default_factory=dict)
+    recalibrate: bool = False
 
 
 @dataclass
@@ -191,6 +196,8 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             rng = check_random_state(self.random_state)
             result = self._fit_members(spec, data, rng)
             stack = ParameterStack.from_members(template, result.members, self.device)
+            if result.recalibrate:
+                recalibrate_batchnorm(stack, self._batches(data.X, stack.device))
         except BaseException:
             self._forget_fit()
             raise
@@ -207,6 +214,11 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self, spec: ModuleSpec, data: TrainingData, rng: np.random.RandomState
     ) -> FitResult:
         """Train the method's members."""
+
+    def _batches(self, X: np.ndarray, device):
+        """``X`` in consecutive batches of ``batch_size`` rows, as tensors on ``device``."""
+        step = len(X) if self.batch_size == -1 else self.batch_size
+        return (torch.tensor(X[i : i + step], device=device) for i in range(0, len(X), step))
 
     def _forget_fit(self) -> None:
         params = self.get_params(deep=False)

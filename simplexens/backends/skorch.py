@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 
+from ..geometry.simplex import log_volume
 from .functional import module_tensors
 from .modules import ModuleSpec
 from .parallel import private_rng
+from .simplex import SimplexModule, initial_vertex
 
 
 @dataclass
@@ -40,16 +42,16 @@ def cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.to("cpu", copy=True) for name, t in module_tensors(module).items()}
 
 
-def make_net(module: torch.nn.Module, net_kwargs: dict, seed: int, net_class=NeuralNet):
+def make_net(module: torch.nn.Module, net_kwargs: dict, seed: int, net_class=NeuralNet, **extra):
     """Build a skorch net around an already-built module.
 
     The training loader shuffles with its own generator seeded by ``seed``, unless the caller
-    routed another through ``iterator_train__generator``.
+    routed another through ``iterator_train__generator``. ``extra`` goes to ``net_class``.
     """
     kwargs = dict(net_kwargs)
     kwargs.setdefault("iterator_train__shuffle", True)
     kwargs.setdefault("iterator_train__generator", torch.Generator().manual_seed(seed))
-    return net_class(module, **kwargs)
+    return net_class(module, **kwargs, **extra)
 
 
 def fit_member(
@@ -81,3 +83,114 @@ def fit_member(
         net = make_net(spec.build(), net_kwargs, seed)
         net.fit(X, y)
     return MemberResult(cpu_tensors(net.module_), len(net.history))
+
+
+class SimplexNet(NeuralNet):
+    """A skorch net training the newest vertex of a :class:`SimplexModule`.
+
+    Its loss is the criterion on the simplex points' outputs minus ``volume_lambda * log V``.
+
+    Parameters
+    ----------
+    volume_lambda : float, default=0.0
+        λ, the weight of the ``-log V`` term.
+    """
+
+    def __init__(self, *args, volume_lambda=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.volume_lambda = volume_lambda
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if self.volume_lambda == 0:
+            return loss
+        return loss - self.volume_lambda * self.module_.log_volume().to(loss.dtype)
+
+
+@dataclass
+class SimplexResult:
+    """What growing one ESPRO simplex returns to the parent process.
+
+    Attributes
+    ----------
+    vertices : dict of str to Tensor of shape (n_vertices, *shape)
+        The vertices, parameters only, on the CPU.
+    buffers : dict of str to Tensor
+        The mode's buffers (e.g. BatchNorm statistics), on the CPU.
+    log_volumes : list of float
+        log V after each added vertex.
+    epochs : int
+        Epochs of gradient training, the mode's and every vertex's.
+    """
+
+    vertices: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    log_volumes: list
+    epochs: int
+
+
+@dataclass
+class VertexSchedule:
+    """How each vertex after the mode is trained (the ESPRO-specific parameters)."""
+
+    n_vertices: int
+    n_train_samples: int
+    volume_lambda: float
+    epochs_per_vertex: int
+    lr: float
+    init_scale: float
+
+
+def fit_simplex(
+    spec: ModuleSpec,
+    net_kwargs: dict,
+    schedule: VertexSchedule,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+) -> SimplexResult:
+    """Train a mode, then grow a simplex from it one vertex at a time (ESPRO).
+
+    Parameters
+    ----------
+    spec, net_kwargs, X, y, seed
+        As in :func:`fit_member`; ``net_kwargs`` trains the mode.
+    schedule : VertexSchedule
+        The vertex phases.
+
+    Returns
+    -------
+    SimplexResult
+    """
+    X = np.require(X, requirements="W")
+    device = torch.device(net_kwargs.get("device", "cpu"))
+    with private_rng(seed, device):
+        mode = make_net(spec.build(), net_kwargs, seed)
+        mode.fit(X, y)
+        module, epochs = mode.module_, len(mode.history)
+        names = [name for name, _ in module.named_parameters()]
+        vertices = {name: p.detach()[None] for name, p in module.named_parameters()}
+        generator = torch.Generator(device).manual_seed(seed)
+        log_volumes = []
+        vertex_kwargs = {**net_kwargs, "lr": schedule.lr, "max_epochs": schedule.epochs_per_vertex}
+        for _ in range(schedule.n_vertices - 1):
+            start = initial_vertex(vertices, schedule.init_scale, generator)
+            simplex = SimplexModule(module, vertices, start, schedule.n_train_samples, generator)
+            net = make_net(
+                simplex,
+                vertex_kwargs,
+                int(torch.randint(2**31 - 1, (1,), generator=generator, device=device)),
+                net_class=SimplexNet,
+                volume_lambda=schedule.volume_lambda,
+            )
+            net.fit(X, y)
+            vertices = {n: v.detach() for n, v in net.module_.vertices().items()}
+            log_volumes.append(float(log_volume(vertices)))
+            epochs += len(net.history)
+        buffers = dict(module.named_buffers())
+    return SimplexResult(
+        {n: vertices[n].to("cpu", copy=True) for n in names},
+        {n: b.detach().to("cpu", copy=True) for n, b in buffers.items()},
+        log_volumes,
+        epochs,
+    )

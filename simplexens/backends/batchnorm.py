@@ -1,0 +1,75 @@
+"""BatchNorm statistics recomputed for every member of a stack, in one pass over the data.
+
+A point sampled inside a simplex (or from SWAG's Gaussian) never saw the data, so the running
+statistics it inherits from a trained mode are wrong for it. The exact fix is to run the
+training data through the network once with BatchNorm in training mode and a cumulative
+average of the batch statistics (what :func:`torch.optim.swa_utils.update_bn` does for one
+network). Here all members are run together, with one :func:`torch.func.vmap` call per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .functional import ParameterStack
+
+
+def batchnorm_layers(module: nn.Module) -> dict[str, _BatchNorm]:
+    """The BatchNorm layers of a module that keep running statistics, by name."""
+    return {
+        name: m
+        for name, m in module.named_modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    }
+
+
+def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]) -> int:
+    """Recompute every member's BatchNorm running statistics from ``batches``, in place.
+
+    The statistics are reset and then averaged over the batches with equal weight per batch
+    (momentum ``1/t`` at batch ``t``: the cumulative average, as
+    :func:`torch.optim.swa_utils.update_bn` computes it). Only the BatchNorm layers run in
+    training mode, so dropout stays off, as at prediction.
+
+    Parameters
+    ----------
+    stack : ParameterStack
+        The members; their BatchNorm buffers are overwritten.
+    batches : iterable of Tensor of shape (batch, ...)
+        Training inputs on the stack's device.
+
+    Returns
+    -------
+    int
+        The number of batches seen (0 leaves the statistics reset).
+    """
+    layers = batchnorm_layers(stack.template)
+    if not layers:
+        return 0
+    saved = {name: (m.momentum, m.training) for name, m in layers.items()}
+    for name, layer in layers.items():
+        stack.tensors[f"{name}.running_mean"].zero_()
+        stack.tensors[f"{name}.running_var"].fill_(1.0)
+        stack.tensors[f"{name}.num_batches_tracked"].zero_()
+        layer.train()
+
+    def call(tensors, x):
+        return functional_call(stack.template, tensors, (x,))
+
+    seen = 0
+    try:
+        with torch.no_grad():
+            for seen, x in enumerate(batches, start=1):
+                for layer in layers.values():
+                    layer.momentum = 1.0 / seen
+                vmap(call, in_dims=(0, None))(stack.tensors, x)
+    finally:
+        for name, layer in layers.items():
+            layer.momentum, training = saved[name]
+            layer.train(training)
+    return seen

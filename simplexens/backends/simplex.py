@@ -1,0 +1,157 @@
+"""A simplex of parameter vectors over any ``nn.Module``, trained one vertex at a time.
+
+:class:`SimplexModule` wraps the user's module from the outside: the vertices are stacked
+tensors, one per parameter of the module, and every forward pass evaluates the module with
+:func:`torch.func.functional_call` at points of the simplex. No layer is rewritten. Only the
+newest vertex is an ``nn.Parameter``; the earlier ones are frozen buffers and stay
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ..geometry.simplex import log_volume, sample_barycentric, simplex_points
+
+
+def initial_vertex(
+    vertices: dict[str, torch.Tensor], scale: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Starting point of a new vertex: the centroid of the simplex, moved off it at random.
+
+    The centroid alone would give the second vertex the mode's own position: a simplex of
+    zero volume, where ``log V`` and its gradient are undefined. Each parameter tensor is
+    moved along a random Gaussian direction whose norm is ``scale`` times the norm of that
+    tensor at the centroid (layer-wise relative scale, so no layer is swamped). A random
+    direction in a space of many parameters is almost orthogonal to the existing simplex, so
+    the new simplex has positive volume.
+
+    Parameters
+    ----------
+    vertices : dict of str to Tensor of shape (k + 1, *shape)
+        The existing vertices.
+    scale : float
+        Relative size of the move (``vertex_init_scale``).
+    generator : torch.Generator
+        Source of the random directions, on the vertices' device.
+
+    Returns
+    -------
+    dict of str to Tensor of shape (*shape)
+    """
+    start = {}
+    for name, stacked in vertices.items():
+        centre = stacked.mean(dim=0)
+        direction = torch.randn(
+            centre.shape, generator=generator, device=centre.device, dtype=centre.dtype
+        )
+        norm = centre.norm()
+        if norm == 0:  # e.g. biases initialised at zero: move by the scale itself
+            norm = torch.ones((), device=centre.device, dtype=centre.dtype)
+        start[name] = centre + scale * norm * direction / direction.norm().clamp_min(1e-12)
+    return start
+
+
+def chunked_forward(
+    template: nn.Module,
+    points: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """Evaluate ``m`` parameter points on ``m`` consecutive chunks of one batch, in one call.
+
+    The batch is padded (by repeating its first rows) to ``m * ceil(n / m)`` rows, cut into
+    ``m`` equal chunks, and chunk ``i`` goes through the module at point ``i``; outputs of the
+    padding rows are dropped. The cost is about one ordinary forward pass of the batch.
+
+    Parameters
+    ----------
+    template : nn.Module
+        The module's structure; its own tensors are not used.
+    points : dict of str to Tensor of shape (m, *shape)
+        Parameter points.
+    buffers : dict of str to Tensor of shape (m, *shape)
+        Per-point buffers (BatchNorm statistics updated in training mode land here).
+    x : Tensor of shape (n, ...)
+        The batch.
+
+    Returns
+    -------
+    Tensor of shape (n, ...)
+        Row ``r`` is the output at point ``r // ceil(n / m)``.
+    """
+    m = next(iter(points.values())).shape[0]
+    n = x.shape[0]
+    chunk = math.ceil(n / m)
+    rows = torch.arange(m * chunk, device=x.device) % n
+    chunks = x[rows].reshape(m, chunk, *x.shape[1:])
+
+    def call(params, bufs, inputs):
+        return functional_call(template, (params, bufs), (inputs,))
+
+    out = vmap(call, randomness="different")(points, buffers, chunks)
+    return out.reshape(m * chunk, *out.shape[2:])[:n]
+
+
+class SimplexModule(nn.Module):
+    """The simplex ``S(v_0, ..., v_k)`` over a module, with ``v_k`` trainable.
+
+    Each forward pass draws ``n_train_samples`` (M) points uniformly from the simplex and
+    evaluates chunk ``i`` of the batch at point ``i`` (:func:`chunked_forward`), so the
+    criterion on the output is the mean over M points of the loss, estimated from disjoint
+    parts of the batch at the cost of one forward pass.
+
+    Parameters
+    ----------
+    template : nn.Module
+        The user's module, giving the structure and the buffers (e.g. a trained mode).
+    frozen : dict of str to Tensor of shape (k, *shape)
+        The fixed vertices ``v_0 ... v_{k-1}``, one entry per parameter of ``template``.
+    start : dict of str to Tensor of shape (*shape)
+        The starting point of the new vertex ``v_k``.
+    n_train_samples : int
+        M, the number of simplex points per forward pass (paper: 5).
+    generator : torch.Generator
+        Source of the sampled points, on the module's device.
+    """
+
+    def __init__(self, template, frozen, start, n_train_samples, generator):
+        super().__init__()
+        self.template = template.requires_grad_(False)
+        self.names = list(frozen)
+        self.n_train_samples = n_train_samples
+        self.generator = generator
+        for i, name in enumerate(self.names):
+            self.register_buffer(f"frozen_{i}", frozen[name].detach().clone())
+        self.vertex = nn.ParameterList(
+            nn.Parameter(start[name].detach().clone()) for name in self.names
+        )
+
+    def vertices(self) -> dict[str, torch.Tensor]:
+        """All vertices, ``(k + 1, *shape)`` per parameter; differentiable in the newest."""
+        return {
+            name: torch.cat([getattr(self, f"frozen_{i}"), self.vertex[i][None]])
+            for i, name in enumerate(self.names)
+        }
+
+    def log_volume(self) -> torch.Tensor:
+        """log V of the simplex, in float64 (differentiable in the newest vertex)."""
+        return log_volume(self.vertices())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = min(self.n_train_samples, x.shape[0])
+        vertices = self.vertices()
+        k1 = len(next(iter(vertices.values())))
+        weights = sample_barycentric(
+            m, k1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
+        )
+        points = simplex_points(vertices, weights)
+        buffers = {
+            name: b.detach().expand(m, *b.shape).clone()
+            for name, b in self.template.named_buffers()
+        }
+        return chunked_forward(self.template, points, buffers, x)

@@ -1,0 +1,1 @@
+"""Pure tensor geometry of loss-surface ensembles: simplexes, complexes, curves, planes."""
