@@ -3,11 +3,22 @@
 from nets import MLP
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from simplexens import DeepEnsembleClassifier
+from simplexens import DeepEnsembleClassifier, ESPROClassifier
 
 ESTIMATORS = [
     DeepEnsembleClassifier(
         MLP, n_estimators=2, max_epochs=15, lr=0.1, batch_size=32, random_state=0
+    ),
+    ESPROClassifier(
+        MLP,
+        n_modes=1,
+        n_vertices=2,
+        n_predict_samples=3,
+        max_epochs=15,
+        epochs_per_vertex=2,
+        lr=0.1,
+        batch_size=32,
+        random_state=0,
     ),
 ]
 
