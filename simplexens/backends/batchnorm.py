@@ -53,9 +53,10 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
         return 0
     saved = {name: (m.momentum, m.training) for name, m in layers.items()}
     for name, layer in layers.items():
-        stack.tensors[f"{name}.running_mean"].zero_()
-        stack.tensors[f"{name}.running_var"].fill_(1.0)
-        stack.tensors[f"{name}.num_batches_tracked"].zero_()
+        prefix = f"{name}." if name else ""  # the template may itself be a BatchNorm layer
+        stack.tensors[f"{prefix}running_mean"].zero_()
+        stack.tensors[f"{prefix}running_var"].fill_(1.0)
+        stack.tensors[f"{prefix}num_batches_tracked"].zero_()
         layer.train()
 
     def call(tensors, x):

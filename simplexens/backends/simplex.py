@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..geometry.simplex import log_volume, sample_barycentric, simplex_points
+from ..geometry.simplex import gram_matrix, log_volume_from_gram, sample_barycentric
 
 
 def initial_vertex(
@@ -105,6 +105,10 @@ class SimplexModule(nn.Module):
     criterion on the output is the mean over M points of the loss, estimated from disjoint
     parts of the batch at the cost of one forward pass.
 
+    Only ``v_k`` carries gradients, so the frozen part of every point (``Σ_{i<k} a_i v_i``)
+    and of the Gram matrix (the frozen edges' inner products) are computed without autograd,
+    and the volume term costs k inner products of length P per step.
+
     Parameters
     ----------
     template : nn.Module
@@ -127,29 +131,63 @@ class SimplexModule(nn.Module):
         self.generator = generator
         for i, name in enumerate(self.names):
             self.register_buffer(f"frozen_{i}", frozen[name].detach().clone())
+        self._cache_frozen_geometry()
+        # Loading a state (skorch's load_params, checkpoints) replaces the frozen vertices.
+        self.register_load_state_dict_post_hook(lambda module, _: module._cache_frozen_geometry())
         self.vertex = nn.ParameterList(
             nn.Parameter(start[name].detach().clone()) for name in self.names
         )
 
+    def _cache_frozen_geometry(self) -> None:
+        """Cache the frozen edges (float64) and their Gram matrix, which never change."""
+        frozen = {name: self._frozen(i) for i, name in enumerate(self.names)}
+        for i, vertices in enumerate(frozen.values()):
+            edges = (vertices[1:] - vertices[:1]).flatten(1).double()
+            self.register_buffer(f"edges_{i}", edges, persistent=False)
+        self.register_buffer("frozen_gram", gram_matrix(frozen).detach(), persistent=False)
+
+    def _frozen(self, i: int) -> torch.Tensor:
+        return getattr(self, f"frozen_{i}")
+
     def vertices(self) -> dict[str, torch.Tensor]:
         """All vertices, ``(k + 1, *shape)`` per parameter; differentiable in the newest."""
         return {
-            name: torch.cat([getattr(self, f"frozen_{i}"), self.vertex[i][None]])
+            name: torch.cat([self._frozen(i), self.vertex[i][None]])
             for i, name in enumerate(self.names)
         }
 
     def log_volume(self) -> torch.Tensor:
-        """log V of the simplex, in float64 (differentiable in the newest vertex)."""
-        return log_volume(self.vertices())
+        """log V of the simplex, in float64 (differentiable in the newest vertex).
+
+        The Gram matrix is the frozen one bordered by the new edge ``e = v_k - v_0``:
+        ``[[G_frozen, E e], [(E e)^T, e^T e]]`` with ``E`` the frozen edges.
+        """
+        k = self.frozen_gram.shape[0] + 1
+        cross = self.frozen_gram.new_zeros(k - 1)
+        square = self.frozen_gram.new_zeros(())
+        for i, vertex in enumerate(self.vertex):
+            edge = (vertex - self._frozen(i)[0]).flatten().double()
+            cross = cross + getattr(self, f"edges_{i}") @ edge
+            square = square + edge @ edge
+        gram = torch.cat(
+            [
+                torch.cat([self.frozen_gram, cross[:, None]], dim=1),
+                torch.cat([cross, square[None]])[None],
+            ]
+        )
+        return log_volume_from_gram(gram)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = min(self.n_train_samples, x.shape[0])
-        vertices = self.vertices()
-        k1 = len(next(iter(vertices.values())))
+        k = self.frozen_gram.shape[0] + 1
         weights = sample_barycentric(
-            m, k1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
+            m, k + 1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
         )
-        points = simplex_points(vertices, weights)
+        points = {}
+        for i, name in enumerate(self.names):
+            fixed = torch.tensordot(weights[:, :k], self._frozen(i), dims=1)
+            scale = weights[:, k].reshape(m, *[1] * self.vertex[i].dim())
+            points[name] = fixed + scale * self.vertex[i]
         buffers = {
             name: b.detach().expand(m, *b.shape).clone()
             for name, b in self.template.named_buffers()

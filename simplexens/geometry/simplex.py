@@ -141,7 +141,22 @@ def log_volume(vertices: Vertices) -> torch.Tensor:
     .. [1] Benton, Maddox, Lotfi, Wilson. "Loss Surface Simplexes for Mode Connecting Volumes
        and Fast Ensembling". ICML 2021, Sections 3.1-3.2.
     """
-    gram = gram_matrix(vertices)
+    return log_volume_from_gram(gram_matrix(vertices))
+
+
+def log_volume_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """:math:`\\tfrac12 \\log\\det G - \\log k!`: the log volume of a simplex from its Gram matrix.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (k, k)
+        The Gram matrix of the simplex's edges from one vertex (:func:`gram_matrix`).
+
+    Returns
+    -------
+    log_v : Tensor of shape ()
+        As in :func:`log_volume`: ``-inf`` for a singular Gram matrix, 0.0 when k = 0.
+    """
     k = gram.shape[0]
     if k == 0:
         # The sum of the empty Gram matrix is 0.0 and stays in the autograd graph, so backward

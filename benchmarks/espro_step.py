@@ -1,0 +1,126 @@
+"""Cost of one ESPRO training step against a plain SGD step and the reference design.
+
+One step = zero_grad, forward, loss, backward, optimizer step, on the same module and batch:
+
+- plain: an ordinary step of the module;
+- ESPRO (ours): the newest vertex of a 3-vertex simplex, M = 5 points drawn per step, each
+  evaluating its own fifth of the batch in one vmap call, minus λ log V;
+- reference design: the same loss with the M points evaluated one after another, each on the
+  whole batch (M sequential forward passes).
+
+Prints the median step time of each and the ratios to the plain step.
+
+    python benchmarks/espro_step.py [--steps 30]
+"""
+
+import argparse
+import copy
+import os
+import platform
+import time
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from simplexens.backends.simplex import SimplexModule, initial_vertex
+from simplexens.geometry.simplex import sample_barycentric, simplex_points
+
+M = 5
+LAMBDA = 1e-3
+
+
+def mlp():
+    return nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
+
+
+def median_step_time(step, steps):
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def simplex_for(module, generator):
+    """A 3-vertex simplex over ``module``: the module, a second frozen vertex, a new one."""
+    vertices = {n: p.detach()[None] for n, p in module.named_parameters()}
+    second = initial_vertex(vertices, 0.1, generator)
+    vertices = {n: torch.cat([v, second[n][None]]) for n, v in vertices.items()}
+    start = initial_vertex(vertices, 0.1, generator)
+    return SimplexModule(copy.deepcopy(module), vertices, start, M, generator)
+
+
+def reference_loss(simplex, x, y, generator):
+    """The reference design: M full-batch forward passes, one per sampled point."""
+    vertices = simplex.vertices()
+    weights = sample_barycentric(M, 3, generator=generator)
+    points = simplex_points(vertices, weights)
+    buffers = dict(simplex.template.named_buffers())
+    total = 0.0
+    for m in range(M):
+        point = {name: t[m] for name, t in points.items()}
+        total = total + nn.functional.cross_entropy(
+            functional_call(simplex.template, (point, buffers), (x,)), y
+        )
+    return total / M - LAMBDA * simplex.log_volume().float()
+
+
+def case(batch, steps):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 64, generator=generator)
+    y = torch.randint(10, (batch,), generator=generator)
+    module = mlp()
+    simplex = simplex_for(module, generator)
+    plain_opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
+    simplex_opt = torch.optim.SGD(simplex.vertex.parameters(), lr=1e-3, momentum=0.9)
+
+    def plain():
+        plain_opt.zero_grad()
+        nn.functional.cross_entropy(module(x), y).backward()
+        plain_opt.step()
+
+    def ours():
+        simplex_opt.zero_grad()
+        loss = nn.functional.cross_entropy(simplex(x), y)
+        (loss - LAMBDA * simplex.log_volume().float()).backward()
+        simplex_opt.step()
+
+    def reference():
+        simplex_opt.zero_grad()
+        reference_loss(simplex, x, y, generator).backward()
+        simplex_opt.step()
+
+    t_plain = median_step_time(plain, steps)
+    t_ours = median_step_time(ours, steps)
+    t_ref = median_step_time(reference, steps)
+    print(
+        f"| {batch} | {t_plain * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_ref * 1e3:.2f} "
+        f"| {t_ours / t_plain:.2f} | {t_ref / t_plain:.2f} | {t_ref / t_ours:.2f}x |"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads; 64-512-512-10 MLP, M = {M}, 3 vertices\n"
+    )
+    print(
+        "| batch | plain ms | ESPRO ms | reference ms | ESPRO/plain | reference/plain "
+        "| ESPRO speed-up over reference |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for batch in (256, 1000):
+        case(batch, args.steps)
+
+
+if __name__ == "__main__":
+    main()
