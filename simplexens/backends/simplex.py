@@ -15,7 +15,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..geometry.simplex import gram_matrix, log_volume_from_gram, sample_barycentric
+from ..geometry.simplex import (
+    gram_matrix,
+    log_volume_from_gram,
+    sample_barycentric,
+    simplex_points,
+)
 
 
 def initial_vertex(
@@ -105,9 +110,9 @@ class SimplexModule(nn.Module):
     criterion on the output is the mean over M points of the loss, estimated from disjoint
     parts of the batch at the cost of one forward pass.
 
-    Only ``v_k`` carries gradients, so the frozen part of every point (``Σ_{i<k} a_i v_i``)
-    and of the Gram matrix (the frozen edges' inner products) are computed without autograd,
-    and the volume term costs k inner products of length P per step.
+    Only ``v_k`` carries gradients, so the frozen part of the Gram matrix (the frozen edges'
+    inner products) is computed once, and the volume term costs k inner products of length P
+    per step.
 
     Parameters
     ----------
@@ -183,11 +188,9 @@ class SimplexModule(nn.Module):
         weights = sample_barycentric(
             m, k + 1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
         )
-        points = {}
-        for i, name in enumerate(self.names):
-            fixed = torch.tensordot(weights[:, :k], self._frozen(i), dims=1)
-            scale = weights[:, k].reshape(m, *[1] * self.vertex[i].dim())
-            points[name] = fixed + scale * self.vertex[i]
+        # One matrix product per tensor, forward and backward; a broadcast multiply would
+        # backpropagate through a slow reduction over the point axis.
+        points = simplex_points(self.vertices(), weights)
         buffers = {
             name: b.detach().expand(m, *b.shape).clone()
             for name, b in self.template.named_buffers()
