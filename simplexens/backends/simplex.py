@@ -15,12 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..geometry.simplex import (
-    gram_matrix,
-    log_volume_from_gram,
-    sample_barycentric,
-    simplex_points,
-)
+from ..geometry.simplex import gram_matrix, log_volume_from_gram, sample_barycentric
 
 
 def initial_vertex(
@@ -100,6 +95,36 @@ def chunked_forward(
 
     out = vmap(call, randomness="different")(points, buffers, chunks)
     return out.reshape(m * chunk, *out.shape[2:])[:n]
+
+
+class NewVertexPoints(torch.autograd.Function):
+    """Points ``φ_m = Σ_i a_mi v_i`` of a simplex whose last vertex alone is trainable.
+
+    ``apply(weights, frozen, vertex)`` with ``weights`` of shape (m, k + 1), ``frozen`` of
+    shape (k, *shape) and ``vertex`` of shape (*shape) returns (m, *shape). The backward pass
+    returns ``Σ_m a_mk ∂L/∂φ_m`` for the vertex alone, accumulated point by point: the
+    gradients vmap hands back for a layer's weights are often transposed in memory, and a
+    matrix product or a reduction over the point axis would first copy them.
+    """
+
+    @staticmethod
+    def forward(weights, frozen, vertex):
+        k = frozen.shape[0]
+        flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
+        flat.addmm_(weights[:, k:], vertex.reshape(1, -1))
+        return flat.reshape(len(weights), *vertex.shape)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0][:, -1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        grad_vertex = grad[0] * scale[0]
+        for m in range(1, len(scale)):
+            grad_vertex.addcmul_(grad[m], scale[m])
+        return None, None, grad_vertex
 
 
 class SimplexModule(nn.Module):
@@ -188,9 +213,10 @@ class SimplexModule(nn.Module):
         weights = sample_barycentric(
             m, k + 1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
         )
-        # One matrix product per tensor, forward and backward; a broadcast multiply would
-        # backpropagate through a slow reduction over the point axis.
-        points = simplex_points(self.vertices(), weights)
+        points = {
+            name: NewVertexPoints.apply(weights, self._frozen(i), self.vertex[i])
+            for i, name in enumerate(self.names)
+        }
         buffers = {
             name: b.detach().expand(m, *b.shape).clone()
             for name, b in self.template.named_buffers()
