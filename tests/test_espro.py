@@ -9,6 +9,7 @@ from nets import MLP, SmallCNN
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback, LRScheduler, ProgressBar
 from torch.optim.swa_utils import update_bn
 
 from simplexens import DeepEnsembleClassifier, ESPROClassifier
@@ -209,3 +210,30 @@ def test_bad_parameters_fail_in_fit(small_digits, params, error, match):
         clf.fit(X, y)
     with pytest.raises(NotFittedError):
         clf.predict(X)
+
+
+class EpochCounter(Callback):
+    """Counts the epochs of every net it is attached to, and the learning rates seen."""
+
+    epochs = 0
+    lrs = []
+
+    def on_epoch_end(self, net, **kwargs):
+        type(self).epochs += 1
+        type(self).lrs.append(net.optimizer_.param_groups[0]["lr"])
+
+
+def test_skorch_callbacks_run_in_mode_and_vertex_phases(small_digits):
+    # The callbacks list reaches the mode's net and every vertex's net: the counter sees
+    # every epoch ESPRO spends, and the scheduler (lr halved each epoch) restarts at the
+    # phase's own rate: 0.1 for the mode, vertex_lr for the vertices.
+    X, y = small_digits
+    EpochCounter.epochs, EpochCounter.lrs = 0, []
+    scheduler = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
+    clf = espro(
+        n_modes=1,
+        vertex_lr=0.02,
+        callbacks=[EpochCounter(), scheduler, ProgressBar()],
+    ).fit(X, y)
+    assert EpochCounter.epochs == clf.epochs_spent_ == 3 + 2 * 2
+    assert_allclose(EpochCounter.lrs, [0.1, 0.05, 0.025, 0.02, 0.01, 0.02, 0.01])
