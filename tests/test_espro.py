@@ -1,6 +1,7 @@
 """ESPROClassifier through the public API."""
 
 import pickle
+import typing
 
 import numpy as np
 import pytest
@@ -216,7 +217,7 @@ class EpochCounter(Callback):
     """Counts the epochs of every net it is attached to, and the learning rates seen."""
 
     epochs = 0
-    lrs = []
+    lrs: typing.ClassVar[list] = []
 
     def on_epoch_end(self, net, **kwargs):
         type(self).epochs += 1
