@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 
 from ..geometry.simplex import log_volume
 from .functional import module_tensors
 from .modules import ModuleSpec
 from .parallel import private_rng
+from .schedules import CyclicSchedule
 from .simplex import SimplexModule, initial_vertex
+from .swag import SWAGMoments
 
 
 @dataclass
@@ -194,3 +197,156 @@ def fit_simplex(
         log_volumes,
         epochs,
     )
+
+
+class CyclicRate(Callback):
+    """Sets the learning rate of every training step from a :class:`CyclicSchedule` and
+    collects a snapshot of the module whenever the schedule says so (FGE).
+
+    Attributes
+    ----------
+    snapshots_ : list of dict of str to Tensor
+        The collected module tensors, on the CPU.
+    rates_ : list of float
+        The learning rate each training step ran with.
+    """
+
+    def __init__(self, schedule: CyclicSchedule):
+        self.schedule = schedule
+
+    def initialize(self):
+        self.iteration_ = 0
+        self.snapshots_ = []
+        self.rates_ = []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            rate = self.schedule.rate(self.iteration_)
+            for group in net.optimizer_.param_groups:
+                group["lr"] = rate
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if not training:
+            return
+        self.rates_.append(net.optimizer_.param_groups[0]["lr"])
+        if self.schedule.is_snapshot(self.iteration_):
+            self.snapshots_.append(cpu_tensors(net.module_))
+        self.iteration_ += 1
+
+
+class SWACollector(Callback):
+    """Runs the SWA phase: after ``swa_start`` epochs, trains at ``swa_lr`` and collects the
+    weights into a :class:`SWAGMoments` at the end of every epoch, or every ``every``
+    training steps.
+    """
+
+    def __init__(self, moments: SWAGMoments, swa_start: int, swa_lr: float, every=None):
+        self.moments = moments
+        self.swa_start = swa_start
+        self.swa_lr = swa_lr
+        self.every = every
+
+    def initialize(self):
+        self.steps_ = 0
+        return self
+
+    def _in_swa_phase(self, net) -> bool:
+        return len(net.history) > self.swa_start
+
+    def on_epoch_begin(self, net, **kwargs):
+        if self._in_swa_phase(net):
+            for group in net.optimizer_.param_groups:
+                group["lr"] = self.swa_lr
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training and self.every is not None and self._in_swa_phase(net):
+            self.steps_ += 1
+            if self.steps_ % self.every == 0:
+                self.moments.collect(dict(net.module_.named_parameters()))
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.every is None and self._in_swa_phase(net):
+            self.moments.collect(dict(net.module_.named_parameters()))
+
+
+def training_batches(net, X, y) -> int:
+    """Number of training steps per epoch of an initialised net on (X, y)."""
+    dataset, _ = net.get_split_datasets(X, y)
+    return len(net.get_iterator(dataset, training=True))
+
+
+@dataclass
+class FGEResult:
+    """What an FGE run returns: its snapshots, the rate of every cyclic step, its epochs."""
+
+    snapshots: list
+    rates: list
+    epochs: int
+
+
+def fit_fge(
+    spec: ModuleSpec,
+    net_kwargs: dict,
+    cycle: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+) -> FGEResult:
+    """Pretrain a network, then run cyclical-rate cycles and collect a snapshot per cycle.
+
+    ``cycle`` holds ``alpha1``, ``alpha2``, ``cycle_length`` (epochs) and ``n_snapshots``.
+    The cyclic phase runs whole epochs, as many as the last snapshot needs.
+    """
+    X = np.require(X, requirements="W")
+    with private_rng(seed, net_kwargs.get("device", "cpu")):
+        pretrained = make_net(spec.build(), net_kwargs, seed)
+        pretrained.fit(X, y)
+        cyclic = make_net(pretrained.module_, net_kwargs, seed + 1).initialize()
+        n_batches = training_batches(cyclic, X, y)
+        schedule = CyclicSchedule(
+            cycle["alpha1"],
+            cycle["alpha2"],
+            max(2, round(cycle["cycle_length"] * n_batches)),
+            cycle["n_snapshots"],
+        )
+        rate = CyclicRate(schedule)
+        callbacks = [*(cyclic.callbacks or []), ("fge_cycle", rate)]
+        cyclic.set_params(
+            callbacks=callbacks, max_epochs=-(-schedule.total_iterations // n_batches)
+        )
+        cyclic.fit(X, y)
+    return FGEResult(rate.snapshots_, rate.rates_, len(pretrained.history) + len(cyclic.history))
+
+
+@dataclass
+class SWAGResult:
+    """What a SWAG run returns: its moments, the final buffers, its epochs."""
+
+    moments: SWAGMoments
+    buffers: dict
+    epochs: int
+
+
+def fit_swag(
+    spec: ModuleSpec,
+    net_kwargs: dict,
+    swa: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+) -> SWAGResult:
+    """Train a network with a SWA phase from ``swa["swa_start"]`` on, collecting SWAG moments.
+
+    ``swa`` holds ``swa_start``, ``swa_lr``, ``max_rank``, ``collect_every`` and
+    ``stats_device``.
+    """
+    X = np.require(X, requirements="W")
+    moments = SWAGMoments(swa["max_rank"], device=swa["stats_device"])
+    collector = SWACollector(moments, swa["swa_start"], swa["swa_lr"], swa["collect_every"])
+    with private_rng(seed, net_kwargs.get("device", "cpu")):
+        net = make_net(spec.build(), net_kwargs, seed)
+        net.set_params(callbacks=[*(net.callbacks or []), ("swa_collector", collector)])
+        net.fit(X, y)
+    buffers = {name: b.to("cpu", copy=True) for name, b in net.module_.named_buffers()}
+    return SWAGResult(moments.to("cpu"), buffers, len(net.history))

@@ -1,4 +1,4 @@
-"""The public estimators: their parameters, their docstrings, and which trainer each uses."""
+"""ESPROClassifier: low-loss simplexes grown from independently trained modes."""
 
 from __future__ import annotations
 
@@ -9,104 +9,11 @@ import torch
 from sklearn.utils import check_scalar
 from torch import nn
 
-from ._base import BaseEnsembleClassifier, FitResult
-from ._docs import fill_doc
-from .backends.parallel import member_seeds, run_members
-from .backends.skorch import VertexSchedule, fit_member, fit_simplex
-from .geometry.simplex import simplex_points
-
-
-@fill_doc
-class DeepEnsembleClassifier(BaseEnsembleClassifier):
-    """Deep ensemble: ``n_estimators`` networks trained independently, probabilities averaged.
-
-    Each member is the user's module trained with skorch from its own seed, so members differ
-    in their initial weights and in the order they see the data. Prediction is the mean of the
-    members' softmax probabilities.
-
-    Parameters
-    ----------
-    {module}
-    n_estimators : int, default=5
-        Number of networks (M in the paper, which uses M = 5).
-    {training}
-
-    Attributes
-    ----------
-    {attributes}
-
-    See Also
-    --------
-    ESPROClassifier, FGEClassifier, SWAGClassifier
-
-    References
-    ----------
-    .. [1] B. Lakshminarayanan, A. Pritzel, C. Blundell. "Simple and Scalable Predictive
-       Uncertainty Estimation using Deep Ensembles." NeurIPS 2017.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from sklearn.datasets import load_digits
-    >>> from simplexens import DeepEnsembleClassifier
-    >>> class MLP(nn.Module):
-    ...     def __init__(self, n_features_in, n_classes, hidden=32):
-    ...         super().__init__()
-    ...         self.net = nn.Sequential(
-    ...             nn.Linear(n_features_in, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)
-    ...         )
-    ...     def forward(self, x):
-    ...         return self.net(x)
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = DeepEnsembleClassifier(MLP, n_estimators=3, max_epochs=5, lr=0.01,
-    ...                              random_state=0).fit(X / 16, y)
-    >>> clf.predict_member_proba(X[:4] / 16).shape
-    (3, 4, 10)
-    """
-
-    def __init__(
-        self,
-        module,
-        *,
-        n_estimators=5,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.SGD,
-        lr=0.01,
-        max_epochs=10,
-        batch_size=128,
-        device="cpu",
-        callbacks=None,
-        verbose=0,
-        train_split=None,
-        random_state=None,
-        n_jobs=None,
-        **kwargs,
-    ):
-        super().__init__(
-            module,
-            criterion=criterion,
-            optimizer=optimizer,
-            lr=lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            device=device,
-            callbacks=callbacks,
-            verbose=verbose,
-            train_split=train_split,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            **kwargs,
-        )
-        self.n_estimators = n_estimators
-
-    def _check_method_params(self):
-        check_scalar(self.n_estimators, "n_estimators", numbers.Integral, min_val=1)
-
-    def _fit_members(self, spec, data, rng):
-        kwargs = self._net_kwargs()
-        jobs = [(spec, kwargs, data.X, data.y, s) for s in member_seeds(rng, self.n_estimators)]
-        results = run_members(fit_member, jobs, self.n_jobs)
-        return FitResult([r.tensors for r in results], sum(r.epochs for r in results))
+from .._base import BaseEnsembleClassifier, FitResult
+from .._docs import fill_doc
+from ..backends.parallel import member_seeds, run_members
+from ..backends.skorch import VertexSchedule, fit_simplex
+from ..geometry.simplex import simplex_points
 
 
 @fill_doc

@@ -1,0 +1,495 @@
+r"""SWA and SWAG statistics of a weight trajectory, and sampling from SWAG's Gaussian.
+
+Stochastic weight averaging (SWA; Izmailov et al. 2018) predicts with the running mean
+:math:`\bar\theta` of weights collected along an SGD trajectory at a constant or cyclic
+learning rate. SWAG (Maddox et al. 2019) fits a Gaussian to the same trajectory: a diagonal
+covariance from the running second moment, plus a low-rank covariance from the last
+:math:`K` deviations :math:`D`, and samples weights from it,
+
+.. math::
+
+    \tilde\theta = \bar\theta
+        + \tfrac{1}{\sqrt{2}} \Sigma_{\mathrm{diag}}^{1/2} z_1
+        + \tfrac{1}{\sqrt{2(K - 1)}} D^\top z_2,
+    \qquad z_1 \sim \mathcal N(0, I_P),\; z_2 \sim \mathcal N(0, I_K).
+
+:class:`SWAGMoments` holds the statistics per named tensor and is pure torch; it does not know
+about modules, optimisers or BatchNorm (sampled weights need their BatchNorm statistics
+recomputed, see :mod:`simplexens.backends.batchnorm`).
+
+References
+----------
+.. [1] Izmailov, P., Podoprikhin, D., Garipov, T., Vetrov, D. and Wilson, A. G. (2018).
+   Averaging Weights Leads to Wider Optima and Better Generalization. UAI.
+.. [2] Maddox, W. J., Izmailov, P., Garipov, T., Vetrov, D. P. and Wilson, A. G. (2019).
+   A Simple Baseline for Bayesian Uncertainty in Deep Learning. NeurIPS.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import torch
+
+COVARIANCES = ("full", "diagonal")
+
+
+class SWAGMoments:
+    r"""Running SWAG statistics of a weight trajectory, per named tensor.
+
+    Each :meth:`collect` adds one snapshot :math:`\theta_n` and updates, with :math:`n` the
+    number of snapshots so far (this one included),
+
+    - the mean :math:`\bar\theta_n = \bar\theta_{n-1} + (\theta_n - \bar\theta_{n-1})/n`
+      (the SWA weights),
+    - the second moment :math:`\overline{\theta^2}_n`, the same running mean of the squares,
+    - the deviation :math:`\theta_n - \bar\theta_n` from the *updated* mean (as in
+      Algorithm 1 of [2]_), appended to a first-in-first-out buffer that keeps the newest
+      :math:`K` = ``max_rank``.
+
+    The statistics are kept in each tensor's own dtype (so float16 or bfloat16 tensors are
+    averaged in that precision; collect float32 copies of them for long trajectories).
+
+    Memory: for :math:`P` numbers in the collected tensors the object holds :math:`(2 + K) P`
+    numbers: the mean, the second moment and a buffer of :math:`K` deviations (allocated in
+    full by the first :meth:`collect`).
+
+    Parameters
+    ----------
+    max_rank : int, default=20
+        :math:`K`, the number of deviations kept, which bounds the rank of the low-rank
+        covariance term. At least 1 (but the low-rank term needs 2). The paper uses 20.
+    device : str or torch.device, optional
+        Where the statistics live. ``None`` (the default) keeps them on the device of the
+        first collected tensors (the first of them if they are spread over several devices);
+        ``"cpu"`` keeps them in host memory while training on a GPU.
+
+    Attributes
+    ----------
+    max_rank : int
+        :math:`K`.
+    device : torch.device or None
+        Where the statistics live; ``None`` until the first :meth:`collect` when not given.
+
+    Notes
+    -----
+    The object has only plain attributes, so it pickles as is; :meth:`state_dict` and
+    :meth:`load_state_dict` give and take plain dicts of tensors.
+
+    References
+    ----------
+    .. [1] Izmailov, P., Podoprikhin, D., Garipov, T., Vetrov, D. and Wilson, A. G. (2018).
+       Averaging Weights Leads to Wider Optima and Better Generalization. UAI.
+    .. [2] Maddox, W. J., Izmailov, P., Garipov, T., Vetrov, D. P. and Wilson, A. G. (2019).
+       A Simple Baseline for Bayesian Uncertainty in Deep Learning. NeurIPS.
+
+    Examples
+    --------
+    >>> import torch
+    >>> moments = SWAGMoments(max_rank=3)
+    >>> for step in range(5):
+    ...     moments.collect({"w": torch.full((2,), float(step))})
+    >>> moments.mean["w"]
+    tensor([2., 2.])
+    >>> moments.deviations["w"].shape
+    torch.Size([3, 2])
+    >>> sample = moments.sample(torch.Generator().manual_seed(0))
+    >>> sample["w"].shape
+    torch.Size([2])
+    """
+
+    def __init__(self, max_rank: int = 20, device: str | torch.device | None = None) -> None:
+        if (
+            not isinstance(max_rank, numbers.Integral)
+            or isinstance(max_rank, bool)
+            or max_rank < 1
+        ):
+            raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
+        self.max_rank = int(max_rank)
+        self.device = None if device is None else torch.device(device)
+        self._n = 0
+        self._mean: dict[str, torch.Tensor] = {}
+        self._sq_mean: dict[str, torch.Tensor] = {}
+        self._buffer: dict[str, torch.Tensor] = {}  # (K, *shape) ring buffers
+
+    # ------------------------------------------------------------------ collecting
+
+    @torch.no_grad()
+    def collect(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        r"""Add one snapshot :math:`\theta_n` of the trajectory.
+
+        The tensors are detached and moved to the statistics' device; they are not kept (the
+        statistics are updated in place and the deviation is written into the buffer). Nothing
+        waits for the device (no host synchronisation), except the copy itself when the
+        statistics live on another device than the tensors.
+
+        Parameters
+        ----------
+        tensors : mapping of str to Tensor
+            The snapshot, e.g. ``dict(module.named_parameters())``: floating-point tensors,
+            with the same names and shapes at every call.
+
+        Raises
+        ------
+        ValueError
+            If ``tensors`` is empty, or its names or shapes differ from the first snapshot's.
+        TypeError
+            If a tensor is not floating point.
+        """
+        if self._n == 0:
+            self._start(tensors)
+        else:
+            self._check_like_first(tensors)
+        self._n += 1
+        slot = (self._n - 1) % self.max_rank
+        weight = 1.0 / self._n
+        for name, mean in self._mean.items():
+            theta = tensors[name].detach().to(device=mean.device, dtype=mean.dtype)
+            mean.lerp_(theta, weight)
+            self._sq_mean[name].mul_(1.0 - weight).addcmul_(theta, theta, value=weight)
+            torch.sub(theta, mean, out=self._buffer[name][slot])
+
+    def _start(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Allocate zeroed statistics shaped like the first snapshot."""
+        if not tensors:
+            raise ValueError("collect() needs at least one tensor; got an empty mapping")
+        for name, tensor in tensors.items():
+            if not tensor.is_floating_point():
+                raise TypeError(f"tensor {name!r} has dtype {tensor.dtype}; need floating point")
+        if self.device is None:
+            self.device = next(iter(tensors.values())).device
+        for name, tensor in tensors.items():
+            like = dict(device=self.device, dtype=tensor.dtype)
+            self._mean[name] = torch.zeros(tensor.shape, **like)
+            self._sq_mean[name] = torch.zeros(tensor.shape, **like)
+            self._buffer[name] = torch.zeros((self.max_rank, *tensor.shape), **like)
+
+    def _check_like_first(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Raise if the names or shapes of ``tensors`` differ from the first snapshot's."""
+        if set(tensors) != set(self._mean):
+            missing = sorted(set(self._mean) - set(tensors))
+            extra = sorted(set(tensors) - set(self._mean))
+            raise ValueError(
+                f"collect() got other tensors than the first snapshot: missing {missing}, "
+                f"unexpected {extra}"
+            )
+        for name, mean in self._mean.items():
+            if tensors[name].shape != mean.shape:
+                raise ValueError(
+                    f"tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                    f"but {tuple(mean.shape)} in the first snapshot"
+                )
+
+    # ------------------------------------------------------------------ statistics
+
+    @property
+    def n_collected(self) -> int:
+        """int : :math:`n`, the number of snapshots collected."""
+        return self._n
+
+    @property
+    def n_deviations(self) -> int:
+        r"""int : :math:`K_{\mathrm{eff}} = \min(n, K)`, the number of deviations held."""
+        return min(self._n, self.max_rank)
+
+    @property
+    def mean(self) -> dict[str, torch.Tensor]:
+        r"""dict of str to Tensor : :math:`\bar\theta`, the SWA weights.
+
+        The live statistics (updated in place by :meth:`collect`); clone them to keep them.
+        """
+        return dict(self._mean)
+
+    @property
+    def sq_mean(self) -> dict[str, torch.Tensor]:
+        r"""dict of str to Tensor : :math:`\overline{\theta^2}`, the mean of the squares.
+
+        The live statistics (updated in place by :meth:`collect`); clone them to keep them.
+        """
+        return dict(self._sq_mean)
+
+    @property
+    def deviations(self) -> dict[str, torch.Tensor]:
+        r"""dict of str to Tensor of shape (n_deviations, \*shape) : the deviations :math:`D`.
+
+        Row :math:`i` is :math:`\theta_i - \bar\theta_i`, oldest first, newest last. Once the
+        buffer has wrapped around the rows are a reordered copy; before, a view.
+        """
+        start = self._oldest_slot()
+        if start == 0:
+            return {name: self._used_buffer(name) for name in self._buffer}
+        return {name: torch.roll(buf, -start, dims=0) for name, buf in self._buffer.items()}
+
+    def _oldest_slot(self) -> int:
+        """The buffer row holding the oldest deviation (0 until the buffer wraps)."""
+        return self._n % self.max_rank if self._n >= self.max_rank else 0
+
+    def variance(self, var_clamp: float = 1e-30) -> dict[str, torch.Tensor]:
+        r"""The diagonal variances, :math:`\max(\overline{\theta^2} - \bar\theta^2, \epsilon)`.
+
+        :math:`\Sigma_{\mathrm{diag}}` (Maddox et al. 2019), the variance of the collected
+        snapshots (with denominator :math:`n`).
+
+        Parameters
+        ----------
+        var_clamp : float, default=1e-30
+            :math:`\epsilon`, the smallest variance returned (the difference of moments can
+            round to a small negative number).
+
+        Returns
+        -------
+        dict of str to Tensor
+            The diagonal variances, each shaped like its tensor (new tensors).
+        """
+        return {
+            name: torch.addcmul(self._sq_mean[name], mean, mean, value=-1.0).clamp_(min=var_clamp)
+            for name, mean in self._mean.items()
+        }
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(
+        self,
+        generator: torch.Generator,
+        *,
+        scale: float = 0.5,
+        covariance: str = "full",
+        var_clamp: float = 1e-30,
+    ) -> dict[str, torch.Tensor]:
+        r"""Draw one set of weights :math:`\tilde\theta` from the SWAG Gaussian.
+
+        .. math::
+
+            \tilde\theta = \bar\theta + \sqrt{s}\,\Bigl(\Sigma_{\mathrm{diag}}^{1/2} z_1
+                + \frac{D^\top z_2}{\sqrt{K_{\mathrm{eff}} - 1}}\Bigr),
+
+        with :math:`z_1 \sim \mathcal N(0, I)` drawn per tensor and one
+        :math:`z_2 \sim \mathcal N(0, I_{K_{\mathrm{eff}}})` shared by all tensors (the
+        low-rank term couples every parameter). :math:`K_{\mathrm{eff}}` is the number of
+        deviations collected, not ``max_rank``. The covariance of :math:`\tilde\theta` is
+        :math:`s\,(\Sigma_{\mathrm{diag}} + D^\top D / (K_{\mathrm{eff}} - 1))`.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+            The source of all randomness, on the statistics' device. The global RNG is not used.
+        scale : float, default=0.5
+            :math:`s`, a factor on the covariance; 0.5 gives the paper's :math:`1/\sqrt{2}`
+            factors.
+        covariance : {"full", "diagonal"}, default="full"
+            ``"full"``: diagonal plus low-rank (SWAG). ``"diagonal"``: drop the :math:`D` term
+            (SWAG-diagonal). ``"full"`` with fewer than 2 deviations also drops it (no
+            low-rank term can be formed from one), drawing exactly what ``"diagonal"`` draws.
+        var_clamp : float, default=1e-30
+            :math:`\epsilon`, see :meth:`variance`.
+
+        Returns
+        -------
+        dict of str to Tensor
+            The sampled weights, each shaped like its tensor.
+
+        Raises
+        ------
+        ValueError
+            If ``covariance`` is not one of the allowed values, or ``scale`` is negative.
+        RuntimeError
+            If nothing was collected yet.
+        """
+        batch = self.sample_batch(
+            generator, 1, scale=scale, covariance=covariance, var_clamp=var_clamp
+        )
+        return {name: tensor[0] for name, tensor in batch.items()}
+
+    @torch.no_grad()
+    def sample_batch(
+        self,
+        generator: torch.Generator,
+        n: int,
+        *,
+        scale: float = 0.5,
+        covariance: str = "full",
+        var_clamp: float = 1e-30,
+    ) -> dict[str, torch.Tensor]:
+        r"""Draw ``n`` independent sets of weights at once, stacked along a leading dimension.
+
+        Same distribution as :meth:`sample` (see there for the parameters), but the draws are
+        made in another order, so ``sample_batch(g, n)`` and ``n`` calls of :meth:`sample`
+        give different (equally distributed) weights for the same seed. Needs memory for
+        ``n`` copies of the weights.
+
+        The draws from ``generator``, in this order: :math:`z_2` of shape (n, K_eff), row
+        entries matching the deviations oldest first (only when the low-rank term is used),
+        then :math:`z_1` of shape (n, \*shape) for each tensor, in the order collected.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+            The source of all randomness, on the statistics' device.
+        n : int
+            The number of samples.
+        scale, covariance, var_clamp
+            As in :meth:`sample`.
+
+        Returns
+        -------
+        dict of str to Tensor of shape (n, \*shape)
+            The sampled weights.
+        """
+        self._check_sample_args(scale, covariance)
+        z2 = self._draw_z2(generator, n) if covariance == "full" else None
+        out = {}
+        for name, variance in self.variance(var_clamp).items():
+            z1 = torch.randn(
+                (n, *variance.shape), generator=generator, device=self.device, dtype=variance.dtype
+            )
+            theta = z1.mul_(variance.sqrt_())
+            if z2 is not None:
+                low_rank = torch.tensordot(z2.to(variance.dtype), self._used_buffer(name), dims=1)
+                theta.add_(low_rank, alpha=1.0 / math.sqrt(self.n_deviations - 1))
+            out[name] = theta.mul_(math.sqrt(scale)).add_(self._mean[name])
+        return out
+
+    def _check_sample_args(self, scale: float, covariance: str) -> None:
+        """Raise if sampling is impossible or the arguments are invalid."""
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0, got {scale!r}")
+        if self._n == 0:
+            raise RuntimeError(
+                "SWAGMoments has no statistics to sample from: call collect() at least once"
+            )
+
+    def _draw_z2(self, generator: torch.Generator, n: int) -> torch.Tensor | None:
+        """:math:`z_2` of shape (n, K_eff), reordered to the buffer's rows; None if K_eff < 2.
+
+        :math:`z_2` is drawn for the deviations oldest first, so the samples depend on the
+        statistics only, not on where the ring buffer happens to start.
+        """
+        if self.n_deviations < 2:
+            return None
+        dtype = _widest_dtype(self._mean.values())
+        z2 = torch.randn(
+            (n, self.n_deviations), generator=generator, device=self.device, dtype=dtype
+        )
+        return torch.roll(z2, self._oldest_slot(), dims=1)
+
+    def _used_buffer(self, name: str) -> torch.Tensor:
+        """The rows of the deviation buffer that hold deviations, in buffer order."""
+        return self._buffer[name][: self.n_deviations]
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """The statistics as plain data (copies), for pickling or sending to other processes.
+
+        Returns
+        -------
+        dict
+            ``"max_rank"`` (int), ``"n_collected"`` (int), and ``"mean"``, ``"sq_mean"``,
+            ``"deviations"``: dicts of str to Tensor as the properties of the same names give
+            them (deviations oldest first).
+        """
+        return {
+            "max_rank": self.max_rank,
+            "n_collected": self._n,
+            "mean": {name: t.clone() for name, t in self._mean.items()},
+            "sq_mean": {name: t.clone() for name, t in self._sq_mean.items()},
+            "deviations": {name: t.clone() for name, t in self.deviations.items()},
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Replace the statistics with those of :meth:`state_dict` (copied).
+
+        The tensors go to this object's ``device`` if it was given, else they stay where they
+        are.
+
+        Parameters
+        ----------
+        state : mapping
+            As returned by :meth:`state_dict`.
+
+        Raises
+        ------
+        ValueError
+            If ``state`` was made with another ``max_rank`` or is inconsistent.
+        """
+        self._check_state(state)
+        n = int(state["n_collected"])
+        means = state["mean"]
+        if self.device is None and means:
+            self.device = next(iter(means.values())).device
+        self._n = n
+        self._mean = {name: t.to(self.device, copy=True) for name, t in means.items()}
+        self._sq_mean = {name: state["sq_mean"][name].to(self.device, copy=True) for name in means}
+        self._buffer = {
+            name: self._ring(state["deviations"][name], m) for name, m in self._mean.items()
+        }
+
+    def _ring(self, deviations: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A (K, *shape) ring buffer of ``deviations`` (oldest first), laid out as collect does."""
+        buffer = like.new_zeros((self.max_rank, *like.shape))
+        buffer[: self.n_deviations] = deviations
+        return torch.roll(buffer, self._oldest_slot(), dims=0)
+
+    def _check_state(self, state: Mapping) -> None:
+        """Raise if ``state`` does not fit this object."""
+        if state["max_rank"] != self.max_rank:
+            raise ValueError(
+                f"state has max_rank {state['max_rank']}, this object {self.max_rank}"
+            )
+        n = int(state["n_collected"])
+        names = set(state["mean"])
+        if n < 0 or (n == 0) != (not names):
+            raise ValueError(f"state has n_collected {n} and {len(names)} tensors")
+        if set(state["sq_mean"]) != names or set(state["deviations"]) != names:
+            raise ValueError("state's mean, sq_mean and deviations name different tensors")
+        for name, mean in state["mean"].items():
+            expected = (min(n, self.max_rank), *mean.shape)
+            if state["sq_mean"][name].shape != mean.shape or (
+                tuple(state["deviations"][name].shape) != expected
+            ):
+                raise ValueError(f"state's tensors for {name!r} have inconsistent shapes")
+
+
+def sample_many(
+    moments: SWAGMoments, n_samples: int, generator: torch.Generator, **kwargs
+) -> list[dict[str, torch.Tensor]]:
+    """Draw ``n_samples`` sets of weights one after the other.
+
+    The same as ``[moments.sample(generator, **kwargs) for _ in range(n_samples)]``: one set
+    of weights in memory per sample, no batch of them (see :meth:`SWAGMoments.sample_batch`).
+
+    Parameters
+    ----------
+    moments : SWAGMoments
+        The statistics to sample from.
+    n_samples : int
+        The number of samples (30 in [2]_).
+    generator : torch.Generator
+        The source of all randomness, on the statistics' device.
+    **kwargs
+        ``scale``, ``covariance``, ``var_clamp``, as in :meth:`SWAGMoments.sample`.
+
+    Returns
+    -------
+    list of dict of str to Tensor
+        The samples.
+
+    References
+    ----------
+    .. [2] Maddox, W. J., Izmailov, P., Garipov, T., Vetrov, D. P. and Wilson, A. G. (2019).
+       A Simple Baseline for Bayesian Uncertainty in Deep Learning. NeurIPS.
+    """
+    return [moments.sample(generator, **kwargs) for _ in range(n_samples)]
+
+
+def _widest_dtype(tensors) -> torch.dtype:
+    """The promoted dtype of some floating-point tensors."""
+    dtypes = [t.dtype for t in tensors]
+    widest = dtypes[0]
+    for dtype in dtypes[1:]:
+        widest = torch.promote_types(widest, dtype)
+    return widest
