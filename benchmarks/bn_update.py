@@ -93,13 +93,12 @@ def best_time(fn, repeats, setup=lambda: None):
 def peak_bytes(fn):
     """Peak of the CPU memory allocated and not yet freed while ``fn`` runs, from the
     allocation and free events the torch profiler records."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         fn()
     events = sorted(
-        (e.time_range.start, e.cpu_memory_usage)
-        for e in prof.events()
-        if e.name == "[memory]"
+        (e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.name == "[memory]"
     )
     live = peak = 0
     for _, change in events:

@@ -61,6 +61,5 @@ class CyclicSchedule:
     def is_snapshot(self, iteration: int) -> bool:
         """Whether the weights after ``iteration``'s update are a snapshot."""
         return (
-            iteration % self.cycle_iterations == self.middle
-            and iteration < self.total_iterations
+            iteration % self.cycle_iterations == self.middle and iteration < self.total_iterations
         )

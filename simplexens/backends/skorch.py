@@ -207,6 +207,8 @@ class CyclicRate(Callback):
     ----------
     snapshots_ : list of dict of str to Tensor
         The collected module tensors, on the CPU.
+    snapshot_steps_ : list of int
+        The steps after which they were collected.
     rates_ : list of float
         The learning rate each training step ran with.
     """
@@ -217,6 +219,7 @@ class CyclicRate(Callback):
     def initialize(self):
         self.iteration_ = 0
         self.snapshots_ = []
+        self.snapshot_steps_ = []
         self.rates_ = []
         return self
 
@@ -232,6 +235,7 @@ class CyclicRate(Callback):
         self.rates_.append(net.optimizer_.param_groups[0]["lr"])
         if self.schedule.is_snapshot(self.iteration_):
             self.snapshots_.append(cpu_tensors(net.module_))
+            self.snapshot_steps_.append(self.iteration_)
         self.iteration_ += 1
 
 
@@ -278,9 +282,10 @@ def training_batches(net, X, y) -> int:
 
 @dataclass
 class FGEResult:
-    """What an FGE run returns: its snapshots, the rate of every cyclic step, its epochs."""
+    """What an FGE run returns: snapshots, their steps, every cyclic step's rate, epochs."""
 
     snapshots: list
+    snapshot_steps: list
     rates: list
     epochs: int
 
@@ -316,7 +321,8 @@ def fit_fge(
             callbacks=callbacks, max_epochs=-(-schedule.total_iterations // n_batches)
         )
         cyclic.fit(X, y)
-    return FGEResult(rate.snapshots_, rate.rates_, len(pretrained.history) + len(cyclic.history))
+    epochs = len(pretrained.history) + len(cyclic.history)
+    return FGEResult(rate.snapshots_, rate.snapshot_steps_, rate.rates_, epochs)
 
 
 @dataclass

@@ -428,6 +428,14 @@ class SWAGMoments:
             name: self._ring(state["deviations"][name], m) for name, m in self._mean.items()
         }
 
+    def to(self, device: str | torch.device) -> SWAGMoments:
+        """Move the statistics to ``device``, in place; returns ``self``."""
+        self.device = torch.device(device)
+        for store in (self._mean, self._sq_mean, self._buffer):
+            for name, tensor in store.items():
+                store[name] = tensor.to(self.device)
+        return self
+
     def _ring(self, deviations: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A (K, *shape) ring buffer of ``deviations`` (oldest first), laid out as collect does."""
         buffer = like.new_zeros((self.max_rank, *like.shape))

@@ -2,5 +2,7 @@
 
 from .deep_ensemble import DeepEnsembleClassifier
 from .espro import ESPROClassifier
+from .fge import FGEClassifier
+from .swag import SWAGClassifier
 
-__all__ = ["DeepEnsembleClassifier", "ESPROClassifier"]
+__all__ = ["DeepEnsembleClassifier", "ESPROClassifier", "FGEClassifier", "SWAGClassifier"]

@@ -1,0 +1,132 @@
+"""FGEClassifier: snapshots along a cyclical learning-rate trajectory."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import check_scalar
+from torch import nn
+
+from .._base import BaseEnsembleClassifier, FitResult
+from .._docs import fill_doc
+from ..backends.parallel import member_seeds
+from ..backends.skorch import fit_fge
+
+
+@fill_doc
+class FGEClassifier(BaseEnsembleClassifier):
+    """Fast Geometric Ensembling: snapshots of one network along a cyclical learning rate.
+
+    The network is first trained for ``max_epochs`` epochs as usual (the pretraining
+    budget). Then the learning rate follows cycles of ``cycle_length`` epochs: within each
+    cycle it falls linearly from α1 (``alpha1``) to α2 (``alpha2``) over the first half and
+    rises back to α1 over the second, set at every training step; the weights are collected
+    each time the rate reaches α2, ``n_snapshots`` times. Prediction averages the
+    snapshots' softmax probabilities.
+
+    A cycle has ``C = round(cycle_length * n_batches)`` steps (at least 2), so the length may
+    be fractional or odd; the rate is exactly α2 at step ``floor(C / 2)`` of each cycle. The
+    cyclic phase runs whole epochs, as many as the last snapshot needs; they count in
+    ``epochs_spent_``. The cyclical schedule overrides any learning-rate scheduler among the
+    callbacks during the cyclic phase.
+
+    Parameters
+    ----------
+    {module}
+    n_snapshots : int, default=8
+        Number of snapshots, one per cycle.
+    cycle_length : float, default=4
+        c, the length of a cycle in epochs (the paper uses 2 to 4).
+    alpha1 : float, default=0.05
+        α1, the learning rate at the start and end of each cycle (paper: 0.05).
+    alpha2 : float, default=1e-4
+        α2, the learning rate at the middle of each cycle, where snapshots are taken (paper:
+        1e-4; 0.01 for ResNets).
+    {training}
+
+    Attributes
+    ----------
+    {attributes}
+    learning_rates_ : ndarray of shape (n_cyclic_steps,)
+        The learning rate every step of the cyclic phase ran with.
+    snapshot_steps_ : ndarray of shape (n_snapshots,)
+        The cyclic-phase steps (0-based) after which the snapshots were taken.
+
+    References
+    ----------
+    .. [1] T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov, A. G. Wilson. "Loss Surfaces,
+       Mode Connectivity, and Fast Ensembling of DNNs." NeurIPS 2018.
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        n_snapshots=8,
+        cycle_length=4,
+        alpha1=0.05,
+        alpha2=1e-4,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        random_state=None,
+        n_jobs=None,
+        **kwargs,
+    ):
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            device=device,
+            callbacks=callbacks,
+            verbose=verbose,
+            train_split=train_split,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            **kwargs,
+        )
+        self.n_snapshots = n_snapshots
+        self.cycle_length = cycle_length
+        self.alpha1 = alpha1
+        self.alpha2 = alpha2
+
+    def _check_method_params(self):
+        check_scalar(self.n_snapshots, "n_snapshots", numbers.Integral, min_val=1)
+        positive = dict(min_val=0, include_boundaries="neither")
+        check_scalar(self.cycle_length, "cycle_length", numbers.Real, **positive)
+        check_scalar(self.alpha1, "alpha1", numbers.Real, **positive)
+        check_scalar(self.alpha2, "alpha2", numbers.Real, **positive)
+        if self.alpha2 > self.alpha1:
+            raise ValueError(
+                f"alpha2 ({self.alpha2}) must not exceed alpha1 ({self.alpha1}): the rate falls "
+                "from alpha1 to alpha2 within each cycle."
+            )
+
+    def _fit_members(self, spec, data, rng):
+        cycle = dict(
+            alpha1=float(self.alpha1),
+            alpha2=float(self.alpha2),
+            cycle_length=float(self.cycle_length),
+            n_snapshots=self.n_snapshots,
+        )
+        (seed,) = member_seeds(rng, 1)
+        run = fit_fge(spec, self._net_kwargs(), cycle, data.X, data.y, seed)
+        return FitResult(
+            run.snapshots,
+            run.epochs,
+            {
+                "learning_rates_": np.asarray(run.rates),
+                "snapshot_steps_": np.asarray(run.snapshot_steps),
+            },
+        )

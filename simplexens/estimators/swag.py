@@ -1,0 +1,205 @@
+"""SWAGClassifier: a Gaussian over weights from the SWA trajectory (SWA, SWAG, MultiSWAG)."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from sklearn.utils import check_scalar
+from torch import nn
+
+from .._base import BaseEnsembleClassifier, FitResult
+from .._docs import fill_doc
+from ..backends.parallel import member_seeds, run_members
+from ..backends.skorch import fit_swag
+
+COVARIANCES = ("full", "diagonal", "none")
+
+
+@fill_doc
+class SWAGClassifier(BaseEnsembleClassifier):
+    """SWAG: a Gaussian over weights fitted to the SGD trajectory; MultiSWAG with several.
+
+    Each of ``n_modes`` runs trains the module for ``max_epochs`` epochs: ``swa_start``
+    epochs as usual, then the rest at the constant rate ``swa_lr``, collecting the weights at
+    the end of every epoch (or every ``collect_every`` steps). The collected weights give the
+    running mean θ̄, the running mean of squares, and the last K = ``max_rank`` deviations
+    D = [θ_i - θ̄_i]. Prediction averages the softmax probabilities of ``n_predict_samples``
+    samples per run,
+
+        θ̃ = θ̄ + √scale · (Σ_diag^½ z₁ + D z₂ / √(K - 1)),   z₁, z₂ ~ N(0, I),
+
+    with Σ_diag = max(mean of squares - θ̄², ``var_clamp``) and K the number of deviations
+    actually collected (``scale=0.5`` is the paper's ½ factors). BatchNorm statistics are
+    recomputed for every sample. With ``n_modes > 1`` this is MultiSWAG: a uniform mixture of
+    the runs' samples.
+
+    ``covariance="diagonal"`` drops the low-rank term (SWAG-diagonal); ``covariance="none"``
+    is SWA: each run predicts with θ̄ alone (BatchNorm recalibrated), one member per run.
+
+    Memory: each run keeps (2 + K)·P numbers for a module of P parameters (θ̄, the mean of
+    squares, K deviations), on the training device unless ``stats_on_cpu=True``.
+
+    Parameters
+    ----------
+    {module}
+    n_modes : int, default=1
+        Independent SWAG runs; more than 1 is MultiSWAG.
+    swa_start : int, default=5
+        Epochs of ordinary training before the SWA phase; must be below ``max_epochs``.
+    swa_lr : float, default=0.01
+        The constant learning rate of the SWA phase.
+    max_rank : int, default=20
+        K, the number of deviations kept (paper: 20).
+    n_predict_samples : int, default=30
+        Samples per run for prediction (paper: 30).
+    scale : float, default=0.5
+        Multiplies the covariance (paper: 0.5, its ½ factors).
+    covariance : {{"full", "diagonal", "none"}}, default="full"
+        The posterior approximation: low-rank plus diagonal (SWAG), diagonal only
+        (SWAG-diagonal), or none (SWA: the mean alone).
+    var_clamp : float, default=1e-30
+        Floor of the diagonal variance.
+    collect_every : int or None, default=None
+        Collect every this many training steps of the SWA phase instead of once per epoch.
+    stats_on_cpu : bool, default=False
+        Keep the SWAG statistics on the CPU while training on a GPU.
+    recalibrate_bn : bool, default=True
+        Recompute BatchNorm statistics for every sample with one pass over the training data.
+    {training}
+
+    Attributes
+    ----------
+    {attributes}
+    swag_moments_ : list of SWAGMoments
+        Each run's statistics: ``mean``, ``sq_mean``, ``deviations`` (oldest first),
+        ``n_collected``.
+
+    References
+    ----------
+    .. [1] W. J. Maddox, T. Garipov, P. Izmailov, D. Vetrov, A. G. Wilson. "A Simple Baseline
+       for Bayesian Uncertainty in Deep Learning." NeurIPS 2019.
+    .. [2] P. Izmailov, D. Podoprikhin, T. Garipov, D. Vetrov, A. G. Wilson. "Averaging
+       Weights Leads to Wider Optima and Better Generalization." UAI 2018.
+    .. [3] A. G. Wilson, P. Izmailov. "Bayesian Deep Learning and a Probabilistic
+       Perspective of Generalization." NeurIPS 2020 (MultiSWAG).
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        n_modes=1,
+        swa_start=5,
+        swa_lr=0.01,
+        max_rank=20,
+        n_predict_samples=30,
+        scale=0.5,
+        covariance="full",
+        var_clamp=1e-30,
+        collect_every=None,
+        stats_on_cpu=False,
+        recalibrate_bn=True,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        random_state=None,
+        n_jobs=None,
+        **kwargs,
+    ):
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            device=device,
+            callbacks=callbacks,
+            verbose=verbose,
+            train_split=train_split,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            **kwargs,
+        )
+        self.n_modes = n_modes
+        self.swa_start = swa_start
+        self.swa_lr = swa_lr
+        self.max_rank = max_rank
+        self.n_predict_samples = n_predict_samples
+        self.scale = scale
+        self.covariance = covariance
+        self.var_clamp = var_clamp
+        self.collect_every = collect_every
+        self.stats_on_cpu = stats_on_cpu
+        self.recalibrate_bn = recalibrate_bn
+
+    def _check_method_params(self):
+        for name in ("n_modes", "max_rank", "n_predict_samples"):
+            check_scalar(getattr(self, name), name, numbers.Integral, min_val=1)
+        check_scalar(self.swa_start, "swa_start", numbers.Integral, min_val=0)
+        if self.swa_start >= self.max_epochs:
+            raise ValueError(
+                f"swa_start ({self.swa_start}) must be below max_epochs ({self.max_epochs}): "
+                "the SWA phase is the epochs after swa_start and needs at least one."
+            )
+        positive = dict(min_val=0, include_boundaries="neither")
+        check_scalar(self.swa_lr, "swa_lr", numbers.Real, **positive)
+        check_scalar(self.scale, "scale", numbers.Real, min_val=0)
+        check_scalar(self.var_clamp, "var_clamp", numbers.Real, **positive)
+        if self.collect_every is not None:
+            check_scalar(self.collect_every, "collect_every", numbers.Integral, min_val=1)
+        if self.covariance not in COVARIANCES:
+            raise ValueError(
+                f"covariance must be one of {', '.join(map(repr, COVARIANCES))}; "
+                f"got {self.covariance!r}."
+            )
+        for name in ("stats_on_cpu", "recalibrate_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+
+    def _fit_members(self, spec, data, rng):
+        swa = dict(
+            swa_start=self.swa_start,
+            swa_lr=float(self.swa_lr),
+            max_rank=self.max_rank,
+            collect_every=self.collect_every,
+            stats_device="cpu" if self.stats_on_cpu else None,
+        )
+        jobs = [
+            (spec, self._net_kwargs(), swa, data.X, data.y, seed)
+            for seed in member_seeds(rng, self.n_modes)
+        ]
+        runs = run_members(fit_swag, jobs, self.n_jobs)
+        sample_seeds = member_seeds(rng, self.n_modes)
+        members = [
+            {**weights, **run.buffers}
+            for run, seed in zip(runs, sample_seeds, strict=True)
+            for weights in self._draw(run.moments, seed)
+        ]
+        return FitResult(
+            members,
+            sum(run.epochs for run in runs),
+            {"swag_moments_": [run.moments for run in runs]},
+            recalibrate=self.recalibrate_bn,
+        )
+
+    def _draw(self, moments, seed):
+        """The members of one run: its samples, or its mean for SWA."""
+        if self.covariance == "none":
+            return [{name: t.clone() for name, t in moments.mean.items()}]
+        generator = torch.Generator(moments.device).manual_seed(seed)
+        batch = moments.sample_batch(
+            generator,
+            self.n_predict_samples,
+            scale=float(self.scale),
+            covariance=self.covariance,
+            var_clamp=float(self.var_clamp),
+        )
+        return [{name: t[i] for name, t in batch.items()} for i in range(self.n_predict_samples)]
