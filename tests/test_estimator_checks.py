@@ -3,7 +3,7 @@
 from nets import MLP
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from simplexens import DeepEnsembleClassifier, ESPROClassifier
+from simplexens import DeepEnsembleClassifier, ESPROClassifier, FGEClassifier, SWAGClassifier
 
 ESTIMATORS = [
     DeepEnsembleClassifier(
@@ -17,6 +17,19 @@ ESTIMATORS = [
         max_epochs=15,
         epochs_per_vertex=2,
         lr=0.1,
+        batch_size=32,
+        random_state=0,
+    ),
+    FGEClassifier(
+        MLP, n_snapshots=2, cycle_length=1, max_epochs=15, lr=0.1, batch_size=32, random_state=0
+    ),
+    SWAGClassifier(
+        MLP,
+        swa_start=10,
+        max_epochs=15,
+        n_predict_samples=3,
+        lr=0.1,
+        swa_lr=0.05,
         batch_size=32,
         random_state=0,
     ),
