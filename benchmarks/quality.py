@@ -1,4 +1,4 @@
-"""Predictive quality at a training budget: single network, deep ensembles, ESPRO.
+"""Predictive quality at a training budget: single network, deep ensembles, ESPRO, FGE, SWAG.
 
 scikit-learn's digits, split 75/25 with random_state 0, inputs scaled to [0, 1]; an MLP
 64-128-128-10 trained with SGD (momentum 0.9, weight decay 5e-4), modes at lr 0.05 and
@@ -6,9 +6,10 @@ simplex vertices at lr 0.01 as in the paper. Test accuracy, NLL, Brier score and
 ``epochs_spent_`` (passes over the training data), each the mean (± standard deviation)
 over several seeds.
 
-The claim to check (Benton et al. 2021): ESPRO beats the deep ensemble with the same number
-of modes, at a small extra cost; and how it compares with a deep ensemble given the same
-number of epochs.
+Claims to check: ESPRO beats the deep ensemble with the same number of modes, at a small
+extra cost (Benton et al. 2021), and how it compares with a deep ensemble given the same
+number of epochs; FGE beats a single network trained for the same epochs (Garipov et al.
+2018); SWAG's NLL and ECE beat the SWA point and plain SGD (Maddox et al. 2019).
 
     python benchmarks/quality.py [--seeds 3] [--epochs 20]
 """
@@ -21,7 +22,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from simplexens import DeepEnsembleClassifier, ESPROClassifier
+from simplexens import DeepEnsembleClassifier, ESPROClassifier, FGEClassifier, SWAGClassifier
 from simplexens.metrics import evaluate
 
 METRICS = ("accuracy", "nll", "brier", "ece")
@@ -78,7 +79,46 @@ def models(epochs):
     table["DeepEnsemble(3), same epochs as ESPRO above"] = ensemble(3, epochs + 2 * cheap)
     table[f"ESPRO(3 modes, 3 vertices, {long} epochs/vertex), λ=0.001"] = espro(long, 1e-3)
     table["DeepEnsemble(3), same epochs as ESPRO above "] = ensemble(3, epochs + 2 * long)
+    table.update(fge_and_swag(epochs, common, ensemble))
     return table
+
+
+def fge_and_swag(epochs, common, ensemble, n_train=1347):
+    """FGE after ``epochs`` of pretraining; SWAG with an SWA phase of epochs/2 after them."""
+    n_batches = -(-n_train // common["batch_size"])
+    cycle = 2
+    # FGE runs whole epochs up to its 8th snapshot, in the middle of the 8th 2-epoch cycle.
+    fge_epochs = epochs + -(-(7 * cycle * n_batches + cycle * n_batches // 2 + 1) // n_batches)
+
+    def fge(s):
+        return FGEClassifier(
+            MLP, n_snapshots=8, cycle_length=cycle, max_epochs=epochs, random_state=s, **common
+        )
+
+    swag_epochs = epochs + epochs // 2
+
+    def swag(covariance, n_modes=1):
+        return lambda s: SWAGClassifier(
+            MLP,
+            n_modes=n_modes,
+            swa_start=epochs,
+            swa_lr=0.01,
+            covariance=covariance,
+            max_epochs=swag_epochs,
+            random_state=s,
+            **common,
+        )
+
+    return {
+        "FGE(8 snapshots, 2-epoch cycles)": fge,
+        "single network, same epochs as FGE": ensemble(1, fge_epochs),
+        "plain SGD, same epochs as SWA/SWAG": ensemble(1, swag_epochs),
+        "SWA": swag("none"),
+        "SWAG-diagonal": swag("diagonal"),
+        "SWAG": swag("full"),
+        "MultiSWAG(3)": swag("full", n_modes=3),
+        "DeepEnsemble(3), same epochs as MultiSWAG(3)": ensemble(3, swag_epochs),
+    }
 
 
 def main():
