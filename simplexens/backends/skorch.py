@@ -354,5 +354,11 @@ def fit_swag(
         net = make_net(spec.build(), net_kwargs, seed)
         net.set_params(callbacks=[*(net.callbacks or []), ("swa_collector", collector)])
         net.fit(X, y)
+    if moments.n_collected == 0:
+        raise ValueError(
+            f"no weights were collected: the SWA phase (epochs after swa_start="
+            f"{swa['swa_start']}, {len(net.history)} epochs run) had fewer training steps than "
+            f"collect_every={swa['collect_every']}, or training stopped before it began."
+        )
     buffers = {name: b.to("cpu", copy=True) for name, b in net.module_.named_buffers()}
     return SWAGResult(moments.to("cpu"), buffers, len(net.history))
