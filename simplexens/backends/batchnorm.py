@@ -34,7 +34,9 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
     The statistics are reset and then averaged over the batches with equal weight per batch
     (momentum ``1/t`` at batch ``t``: the cumulative average, as
     :func:`torch.optim.swa_utils.update_bn` computes it). Only the BatchNorm layers run in
-    training mode, so dropout stays off, as at prediction.
+    training mode, so dropout stays off, as at prediction. Members are evaluated as
+    :meth:`ParameterStack.choose_strategy` decides for the first batch: all at once with
+    one vmap call per batch, or one after another (modules sharing the stack's memory).
 
     Parameters
     ----------
@@ -51,26 +53,36 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
     layers = batchnorm_layers(stack.template)
     if not layers:
         return 0
-    saved = {name: (m.momentum, m.training) for name, m in layers.items()}
-    for name, layer in layers.items():
+    batches = list(batches)
+    for name in layers:
         prefix = f"{name}." if name else ""  # the template may itself be a BatchNorm layer
         stack.tensors[f"{prefix}running_mean"].zero_()
         stack.tensors[f"{prefix}running_var"].fill_(1.0)
         stack.tensors[f"{prefix}num_batches_tracked"].zero_()
-        layer.train()
+    if batches and stack.choose_strategy(batches[0]) == "vmap":
 
-    def call(tensors, x):
-        return functional_call(stack.template, tensors, (x,))
+        def call(tensors, x):
+            return functional_call(stack.template, tensors, (x,))
 
-    seen = 0
+        _average_over(layers, batches, lambda x: vmap(call, in_dims=(0, None))(stack.tensors, x))
+    else:
+        for replica in stack.replicas():
+            _average_over(batchnorm_layers(replica), batches, replica)
+    return len(batches)
+
+
+def _average_over(layers: dict[str, _BatchNorm], batches: list, forward) -> None:
+    """Run ``forward`` on every batch with ``layers`` training at momentum 1/t; restore them."""
+    saved = {name: (m.momentum, m.training) for name, m in layers.items()}
     try:
         with torch.no_grad():
+            for layer in layers.values():
+                layer.train()
             for seen, x in enumerate(batches, start=1):
                 for layer in layers.values():
                     layer.momentum = 1.0 / seen
-                vmap(call, in_dims=(0, None))(stack.tensors, x)
+                forward(x)
     finally:
         for name, layer in layers.items():
             layer.momentum, training = saved[name]
             layer.train(training)
-    return seen

@@ -20,6 +20,11 @@ from torch.func import functional_call, vmap
 #: batched matrix products run slower than plain ones. Measured in ``benchmarks/predict.py``.
 VMAP_MAX_WORK = 10_000_000
 
+#: Layers whose vectorised form is slower than a loop whatever the size: vmap turns a
+#: convolution with per-member weights into one grouped convolution, slower on a CPU than the
+#: members' own convolutions (``benchmarks/bn_update.py``).
+LOOP_LAYERS = (nn.modules.conv._ConvNd,)
+
 
 def module_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """Return a module's parameters and buffers by name, detached."""
@@ -62,6 +67,7 @@ class ParameterStack:
         self.tensors = dict(tensors)
         self._strategy: str | None = None
         self._replicas: list[nn.Module] | None = None
+        self._loop_only = any(isinstance(m, LOOP_LAYERS) for m in template.modules())
 
     @classmethod
     def from_members(
@@ -99,9 +105,8 @@ class ParameterStack:
             A batch on the stack's device.
         strategy : {"auto", "vmap", "loop"}, default="auto"
             ``"vmap"``: one :func:`torch.func.vmap` call over the member axis; ``"loop"``: one
-            ordinary forward pass per member; ``"auto"``: vmap while
-            ``n_rows * n_parameters <= VMAP_MAX_WORK``, where it wins on a CPU, else the loop.
-            A module that vmap cannot run falls back to the loop.
+            ordinary forward pass per member; ``"auto"``: :meth:`choose_strategy`. A module
+            that vmap cannot run falls back to the loop.
 
         Returns
         -------
@@ -109,8 +114,7 @@ class ParameterStack:
             The members' outputs.
         """
         if strategy == "auto":
-            small = x.shape[0] * self.n_parameters <= VMAP_MAX_WORK
-            strategy = "vmap" if small and self._strategy != "loop" else "loop"
+            strategy = self.choose_strategy(x)
         if strategy == "vmap":
             try:
                 return self._forward_vmap(x)
@@ -124,6 +128,16 @@ class ParameterStack:
         replicas = self.replicas()
         with torch.inference_mode():
             return torch.stack([replica(x) for replica in replicas])
+
+    def choose_strategy(self, x: torch.Tensor) -> str:
+        """``"vmap"`` where it beats a loop on a CPU, else ``"loop"``.
+
+        vmap while ``n_rows * n_parameters <= VMAP_MAX_WORK`` and the module has no
+        convolution (``LOOP_LAYERS``) and vmap has not failed on it before.
+        """
+        small = x.shape[0] * self.n_parameters <= VMAP_MAX_WORK
+        vectorisable = not self._loop_only and self._strategy != "loop"
+        return "vmap" if small and vectorisable else "loop"
 
     def _forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
         def call(tensors, batch):
