@@ -85,40 +85,10 @@ class TrainingData:
 class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     """Base of the simplexens classifiers; not for direct use.
 
-    Subclasses list every parameter in their ``__init__`` (scikit-learn reads it), check their
-    own parameters in :meth:`_check_method_params` and train in :meth:`_fit_members`.
+    Subclasses list every parameter in their ``__init__`` (scikit-learn reads the signature)
+    and store them with :func:`store_parameters`, check their own parameters in
+    :meth:`_check_method_params` and train in :meth:`_fit_members`.
     """
-
-    def __init__(
-        self,
-        module,
-        *,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.SGD,
-        lr=0.01,
-        max_epochs=10,
-        batch_size=128,
-        device="cpu",
-        callbacks=None,
-        verbose=0,
-        train_split=None,
-        random_state=None,
-        n_jobs=None,
-        **kwargs,
-    ):
-        self.module = module
-        self.criterion = criterion
-        self.optimizer = optimizer
-        self.lr = lr
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.device = device
-        self.callbacks = callbacks
-        self.verbose = verbose
-        self.train_split = train_split
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        vars(self).update(kwargs)
 
     # -- parameters ------------------------------------------------------------------------
 
@@ -334,6 +304,17 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def store_parameters(estimator: BaseEnsembleClassifier, arguments: dict) -> None:
+    """Store an ``__init__``'s arguments (its ``locals()``) as attributes, and nothing else.
+
+    The named parameters keep their names; the ``**kwargs`` (routed ``module__*``-style
+    parameters) are stored under their own names, as skorch does.
+    """
+    named = {k: v for k, v in arguments.items() if k not in ("self", "kwargs", "__class__")}
+    vars(estimator).update(named)
+    vars(estimator).update(arguments.get("kwargs", {}))
 
 
 def _check_routed_names(kwargs: dict) -> None:

@@ -9,7 +9,7 @@ import torch
 from sklearn.utils import check_scalar
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult
+from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import VertexSchedule, fit_simplex
@@ -111,30 +111,7 @@ class ESPROClassifier(BaseEnsembleClassifier):
         n_jobs=None,
         **kwargs,
     ):
-        super().__init__(
-            module,
-            criterion=criterion,
-            optimizer=optimizer,
-            lr=lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            device=device,
-            callbacks=callbacks,
-            verbose=verbose,
-            train_split=train_split,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            **kwargs,
-        )
-        self.n_modes = n_modes
-        self.n_vertices = n_vertices
-        self.volume_lambda = volume_lambda
-        self.n_train_samples = n_train_samples
-        self.n_predict_samples = n_predict_samples
-        self.epochs_per_vertex = epochs_per_vertex
-        self.vertex_lr = vertex_lr
-        self.vertex_init_scale = vertex_init_scale
-        self.recalibrate_bn = recalibrate_bn
+        store_parameters(self, locals())
 
     def _check_method_params(self):
         for name in ("n_modes", "n_vertices", "n_train_samples", "n_predict_samples"):

@@ -9,7 +9,7 @@ import torch
 from sklearn.utils import check_scalar
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult
+from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
 from ..backends.parallel import member_seeds
 from ..backends.skorch import fit_fge
@@ -81,25 +81,7 @@ class FGEClassifier(BaseEnsembleClassifier):
         n_jobs=None,
         **kwargs,
     ):
-        super().__init__(
-            module,
-            criterion=criterion,
-            optimizer=optimizer,
-            lr=lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            device=device,
-            callbacks=callbacks,
-            verbose=verbose,
-            train_split=train_split,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            **kwargs,
-        )
-        self.n_snapshots = n_snapshots
-        self.cycle_length = cycle_length
-        self.alpha1 = alpha1
-        self.alpha2 = alpha2
+        store_parameters(self, locals())
 
     def _check_method_params(self):
         check_scalar(self.n_snapshots, "n_snapshots", numbers.Integral, min_val=1)

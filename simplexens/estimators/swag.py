@@ -8,7 +8,7 @@ import torch
 from sklearn.utils import check_scalar
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult
+from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import fit_swag
@@ -113,32 +113,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
         n_jobs=None,
         **kwargs,
     ):
-        super().__init__(
-            module,
-            criterion=criterion,
-            optimizer=optimizer,
-            lr=lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            device=device,
-            callbacks=callbacks,
-            verbose=verbose,
-            train_split=train_split,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            **kwargs,
-        )
-        self.n_modes = n_modes
-        self.swa_start = swa_start
-        self.swa_lr = swa_lr
-        self.max_rank = max_rank
-        self.n_predict_samples = n_predict_samples
-        self.scale = scale
-        self.covariance = covariance
-        self.var_clamp = var_clamp
-        self.collect_every = collect_every
-        self.stats_on_cpu = stats_on_cpu
-        self.recalibrate_bn = recalibrate_bn
+        store_parameters(self, locals())
 
     def _check_method_params(self):
         for name in ("n_modes", "max_rank", "n_predict_samples"):
