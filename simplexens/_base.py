@@ -186,9 +186,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """Train the method's members."""
 
     def _batches(self, X: np.ndarray, device):
-        """``X`` in consecutive batches of ``batch_size`` rows, as tensors on ``device``."""
-        step = len(X) if self.batch_size == -1 else self.batch_size
-        return (torch.tensor(X[i : i + step], device=device) for i in range(0, len(X), step))
+        """``X`` in consecutive training batches, as tensors on ``device``.
+
+        Batches as the training loader makes them (``iterator_train__batch_size`` or
+        ``batch_size``; the remainder dropped with ``iterator_train__drop_last=True``), in order.
+        """
+        loader = self._routed("iterator_train")
+        step = loader.get("batch_size", self.batch_size)
+        step = len(X) if step == -1 else step
+        stop = len(X) - len(X) % step if loader.get("drop_last", False) else len(X)
+        return (torch.tensor(X[i : i + step], device=device) for i in range(0, stop, step))
 
     def _forget_fit(self) -> None:
         params = self.get_params(deep=False)

@@ -8,6 +8,7 @@ the trained tensors on the CPU and the number of epochs run.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +46,26 @@ def cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.to("cpu", copy=True) for name, t in module_tensors(module).items()}
 
 
-def make_net(module: torch.nn.Module, net_kwargs: dict, seed: int, net_class=NeuralNet, **extra):
+def make_net(
+    module: torch.nn.Module,
+    net_kwargs: dict,
+    seed: int,
+    net_class=NeuralNet,
+    extra_callbacks=(),
+    **extra,
+):
     """Build a skorch net around an already-built module.
 
-    The training loader shuffles with its own generator seeded by ``seed``, unless the caller
-    routed another through ``iterator_train__generator``. ``extra`` goes to ``net_class``.
+    Every net gets its own deep copy of the user's callbacks (skorch would otherwise share
+    and mutate the instances the user passed), followed by ``extra_callbacks``. The training
+    loader shuffles with its own generator seeded by ``seed``, unless the caller routed
+    another through ``iterator_train__generator``. ``extra`` goes to ``net_class``.
     """
     kwargs = dict(net_kwargs)
+    user = kwargs.get("callbacks")
+    user = [] if user in (None, "disable") else copy.deepcopy(list(user))
+    if user or extra_callbacks:
+        kwargs["callbacks"] = [*user, *extra_callbacks]
     kwargs.setdefault("iterator_train__shuffle", True)
     kwargs.setdefault("iterator_train__generator", torch.Generator().manual_seed(seed))
     return net_class(module, **kwargs, **extra)
@@ -228,11 +242,11 @@ class CyclicRate(Callback):
             rate = self.schedule.rate(self.iteration_)
             for group in net.optimizer_.param_groups:
                 group["lr"] = rate
+            self.rates_.append(rate)
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
-        self.rates_.append(net.optimizer_.param_groups[0]["lr"])
         if self.schedule.is_snapshot(self.iteration_):
             self.snapshots_.append(cpu_tensors(net.module_))
             self.snapshot_steps_.append(self.iteration_)
@@ -258,8 +272,9 @@ class SWACollector(Callback):
     def _in_swa_phase(self, net) -> bool:
         return len(net.history) > self.swa_start
 
-    def on_epoch_begin(self, net, **kwargs):
-        if self._in_swa_phase(net):
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        # Every step, so that a learning-rate scheduler among the callbacks cannot move it.
+        if training and self._in_swa_phase(net):
             for group in net.optimizer_.param_groups:
                 group["lr"] = self.swa_lr
 
@@ -307,8 +322,7 @@ def fit_fge(
     with private_rng(seed, net_kwargs.get("device", "cpu")):
         pretrained = make_net(spec.build(), net_kwargs, seed)
         pretrained.fit(X, y)
-        cyclic = make_net(pretrained.module_, net_kwargs, seed + 1).initialize()
-        n_batches = training_batches(cyclic, X, y)
+        n_batches = training_batches(pretrained, X, y)
         schedule = CyclicSchedule(
             cycle["alpha1"],
             cycle["alpha2"],
@@ -316,11 +330,17 @@ def fit_fge(
             cycle["n_snapshots"],
         )
         rate = CyclicRate(schedule)
-        callbacks = [*(cyclic.callbacks or []), ("fge_cycle", rate)]
-        cyclic.set_params(
-            callbacks=callbacks, max_epochs=-(-schedule.total_iterations // n_batches)
+        cyclic_kwargs = {**net_kwargs, "max_epochs": -(-schedule.total_iterations // n_batches)}
+        cyclic = make_net(
+            pretrained.module_, cyclic_kwargs, seed + 1, extra_callbacks=[("fge_cycle", rate)]
         )
         cyclic.fit(X, y)
+    if len(rate.snapshots_) < cycle["n_snapshots"]:
+        raise ValueError(
+            f"the cyclic phase ended after {len(rate.snapshots_)} of n_snapshots="
+            f"{cycle['n_snapshots']} snapshots; a callback (e.g. EarlyStopping) stopped it. "
+            "Its length is set by the schedule: leave early stopping out."
+        )
     epochs = len(pretrained.history) + len(cyclic.history)
     return FGEResult(rate.snapshots_, rate.snapshot_steps_, rate.rates_, epochs)
 
@@ -351,8 +371,9 @@ def fit_swag(
     moments = SWAGMoments(swa["max_rank"], device=swa["stats_device"])
     collector = SWACollector(moments, swa["swa_start"], swa["swa_lr"], swa["collect_every"])
     with private_rng(seed, net_kwargs.get("device", "cpu")):
-        net = make_net(spec.build(), net_kwargs, seed)
-        net.set_params(callbacks=[*(net.callbacks or []), ("swa_collector", collector)])
+        net = make_net(
+            spec.build(), net_kwargs, seed, extra_callbacks=[("swa_collector", collector)]
+        )
         net.fit(X, y)
     if moments.n_collected == 0:
         raise ValueError(
