@@ -54,21 +54,31 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
     if not layers:
         return 0
     batches = list(batches)
-    for name in layers:
-        prefix = f"{name}." if name else ""  # the template may itself be a BatchNorm layer
-        stack.tensors[f"{prefix}running_mean"].zero_()
-        stack.tensors[f"{prefix}running_var"].fill_(1.0)
-        stack.tensors[f"{prefix}num_batches_tracked"].zero_()
+    _reset(stack, layers)
     if batches and stack.choose_strategy(batches[0]) == "vmap":
 
         def call(tensors, x):
             return functional_call(stack.template, tensors, (x,))
 
-        _average_over(layers, batches, lambda x: vmap(call, in_dims=(0, None))(stack.tensors, x))
-    else:
-        for replica in stack.replicas():
-            _average_over(batchnorm_layers(replica), batches, replica)
+        try:
+            _average_over(
+                layers, batches, lambda x: vmap(call, in_dims=(0, None))(stack.tensors, x)
+            )
+            return len(batches)
+        except RuntimeError:  # a module vmap cannot run: one member after another
+            stack.prefer_loop()
+            _reset(stack, layers)
+    for replica in stack.replicas():
+        _average_over(batchnorm_layers(replica), batches, replica)
     return len(batches)
+
+
+def _reset(stack: ParameterStack, layers: dict[str, _BatchNorm]) -> None:
+    for name in layers:
+        prefix = f"{name}." if name else ""  # the template may itself be a BatchNorm layer
+        stack.tensors[f"{prefix}running_mean"].zero_()
+        stack.tensors[f"{prefix}running_var"].fill_(1.0)
+        stack.tensors[f"{prefix}num_batches_tracked"].zero_()
 
 
 def _average_over(layers: dict[str, _BatchNorm], batches: list, forward) -> None:

@@ -119,7 +119,7 @@ class ParameterStack:
             try:
                 return self._forward_vmap(x)
             except RuntimeError as exc:
-                self._strategy = "loop"
+                self.prefer_loop()
                 warnings.warn(
                     f"vectorised evaluation failed ({exc}); evaluating members one by one.",
                     RuntimeWarning,
@@ -128,6 +128,10 @@ class ParameterStack:
         replicas = self.replicas()
         with torch.inference_mode():
             return torch.stack([replica(x) for replica in replicas])
+
+    def prefer_loop(self) -> None:
+        """Evaluate members one by one from now on (after vmap failed on the module)."""
+        self._strategy = "loop"
 
     def choose_strategy(self, x: torch.Tensor) -> str:
         """``"vmap"`` where it beats a loop on a CPU, else ``"loop"``.

@@ -144,7 +144,8 @@ class SimplexModule(nn.Module):
     template : nn.Module
         The user's module, giving the structure and the buffers (e.g. a trained mode).
     frozen : dict of str to Tensor of shape (k, *shape)
-        The fixed vertices ``v_0 ... v_{k-1}``, one entry per parameter of ``template``.
+        The fixed vertices ``v_0 ... v_{k-1}``, one entry per trainable parameter of
+        ``template``; its other parameters (frozen by the user) keep the template's values.
     start : dict of str to Tensor of shape (*shape)
         The starting point of the new vertex ``v_k``.
     n_train_samples : int
@@ -208,7 +209,8 @@ class SimplexModule(nn.Module):
         return log_volume_from_gram(gram)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = min(self.n_train_samples, x.shape[0])
+        # At least two rows per point, so that BatchNorm can train on every chunk.
+        m = min(self.n_train_samples, max(1, x.shape[0] // 2))
         k = self.frozen_gram.shape[0] + 1
         weights = sample_barycentric(
             m, k + 1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
@@ -217,8 +219,17 @@ class SimplexModule(nn.Module):
             name: NewVertexPoints.apply(weights, self._frozen(i), self.vertex[i])
             for i, name in enumerate(self.names)
         }
+        for name, p in self.template.named_parameters():
+            if name not in points:  # parameters the user froze stay at the mode's value
+                points[name] = p.detach().expand(m, *p.shape)
         buffers = {
             name: b.detach().expand(m, *b.shape).clone()
             for name, b in self.template.named_buffers()
         }
-        return chunked_forward(self.template, points, buffers, x)
+        try:
+            return chunked_forward(self.template, points, buffers, x)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                "ESPRO evaluates the simplex points of a training step in one "
+                f"torch.func.vmap call, which failed on this module: {exc}"
+            ) from exc

@@ -133,7 +133,8 @@ class SimplexResult:
     vertices : dict of str to Tensor of shape (n_vertices, *shape)
         The vertices, parameters only, on the CPU.
     buffers : dict of str to Tensor
-        The mode's buffers (e.g. BatchNorm statistics), on the CPU.
+        The mode's buffers (e.g. BatchNorm statistics) and the parameters the user froze, on
+        the CPU.
     log_volumes : list of float
         log V after each added vertex.
     epochs : int
@@ -185,8 +186,9 @@ def fit_simplex(
         mode = make_net(spec.build(), net_kwargs, seed)
         mode.fit(X, y)
         module, epochs = mode.module_, len(mode.history)
-        names = [name for name, _ in module.named_parameters()]
-        vertices = {name: p.detach()[None] for name, p in module.named_parameters()}
+        # Vertices span the parameters the user trains; frozen ones stay at the mode's value.
+        vertices = {n: p.detach()[None] for n, p in module.named_parameters() if p.requires_grad}
+        names = list(vertices)
         generator = torch.Generator(device).manual_seed(seed)
         log_volumes = []
         vertex_kwargs = {**net_kwargs, "lr": schedule.lr, "max_epochs": schedule.epochs_per_vertex}
@@ -204,7 +206,8 @@ def fit_simplex(
             vertices = {n: v.detach() for n, v in net.module_.vertices().items()}
             log_volumes.append(float(log_volume(vertices)))
             epochs += len(net.history)
-        buffers = dict(module.named_buffers())
+        fixed = {n: p for n, p in module.named_parameters() if n not in vertices}
+        buffers = {**fixed, **dict(module.named_buffers())}
     return SimplexResult(
         {n: vertices[n].to("cpu", copy=True) for n in names},
         {n: b.detach().to("cpu", copy=True) for n, b in buffers.items()},
