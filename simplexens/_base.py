@@ -132,8 +132,23 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         _check_routed_names(self._routed())
         check_scalar(self.lr, "lr", numbers.Real, min_val=0, include_boundaries="neither")
         check_scalar(self.max_epochs, "max_epochs", numbers.Integral, min_val=1)
-        if self.batch_size != -1:
-            check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
+        sizes = {"batch_size": self.batch_size}
+        for route in ("iterator_train", "iterator_valid"):
+            if "batch_size" in self._routed(route):
+                sizes[f"{route}__batch_size"] = self._routed(route)["batch_size"]
+        for name, size in sizes.items():
+            if size != -1:
+                check_scalar(size, name, numbers.Integral, min_val=1)
+        for name in ("criterion", "optimizer"):
+            if not callable(getattr(self, name)):
+                raise TypeError(
+                    f"{name} must be a class or callable, got {getattr(self, name)!r}."
+                )
+        if self.train_split is not None and not callable(self.train_split):
+            raise TypeError(
+                f"train_split must be None or a callable such as skorch's ValidSplit, got "
+                f"{self.train_split!r}."
+            )
         _check_device(self.device)
         self._check_method_params()
 

@@ -34,8 +34,9 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         silently holds out 20%).
     random_state : int, RandomState instance or None, default=None
         Seeds every member's initial weights, data order and sampling. The same value gives
-        the same predictions whatever ``n_jobs`` is. torch's global generators are left as
-        they were.
+        the same predictions; across ``n_jobs`` settings they agree up to float rounding
+        (worker processes run torch with one thread each, which changes the order of float
+        sums). torch's global generators are left as they were.
     n_jobs : int or None, default=None
         Members trained in parallel through joblib (process backends: loky by default, Dask or
         Ray inside :func:`joblib.parallel_backend`). ``None`` means 1 outside such a context.

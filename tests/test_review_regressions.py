@@ -159,3 +159,18 @@ def test_swa_rate_stays_constant_under_a_batch_scheduler(small_digits):
     swa_rates = [lr for epoch, lr in seen if epoch > 1]
     assert swa_rates
     assert_allclose(swa_rates, 0.02)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        (dict(optimizer="sgd"), TypeError, "optimizer must be a class or callable"),
+        (dict(criterion=3), TypeError, "criterion must be a class or callable"),
+        (dict(train_split=0.2), TypeError, "train_split must be None or a callable"),
+        (dict(iterator_valid__batch_size=0), ValueError, "iterator_valid__batch_size == 0"),
+    ],
+)
+def test_more_bad_training_parameters_fail_in_fit(small_digits, params, error, match):
+    X, y = small_digits
+    with pytest.raises(error, match=match):
+        DeepEnsembleClassifier(MLP, n_estimators=1, max_epochs=1, **params).fit(X, y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 from sklearn.utils import check_scalar
 from torch import nn
@@ -136,7 +137,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
                 f"got {self.covariance!r}."
             )
         for name in ("stats_on_cpu", "recalibrate_bn"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool | np.bool_):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
     def _fit_members(self, spec, data, rng):
