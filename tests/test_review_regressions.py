@@ -108,7 +108,7 @@ def test_fge_stopped_early_by_a_callback_is_a_clear_error(small_digits):
 def test_batchnorm_recalibration_falls_back_when_vmap_fails(small_digits):
     X, y = small_digits
     clf = SWAGClassifier(
-        BatchNormItem, max_epochs=2, swa_start=1, n_predict_samples=3, random_state=0
+        BatchNormItem, max_epochs=4, swa_start=1, n_predict_samples=3, random_state=0
     )
     clf.fit(X, y)
     proba = clf.predict_proba(X)

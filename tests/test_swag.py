@@ -205,8 +205,10 @@ def test_samples_are_distinct_and_distributed_around_the_mean(small_digits, cova
     assert torch.unique(everyone, dim=0).shape[0] == 2 * n
     for mode, moments in enumerate(clf.swag_moments_):
         samples = flat_members(clf, mode * n, (mode + 1) * n)
-        mean = torch.cat([m.flatten().double() for m in moments.mean.values()])
-        sq_mean = torch.cat([m.flatten().double() for m in moments.sq_mean.values()])
+        # The moments as accumulated (float64), not cast back to the weights' float32.
+        state = moments.state_dict()
+        mean = torch.cat([m.flatten().double() for m in state["mean"].values()])
+        sq_mean = torch.cat([m.flatten().double() for m in state["sq_mean"].values()])
         variance = (sq_mean - mean**2).clamp(min=1e-30)
         if covariance == "full":
             deviations = torch.cat(

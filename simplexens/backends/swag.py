@@ -49,12 +49,14 @@ class SWAGMoments:
       Algorithm 1 of [2]_), appended to a first-in-first-out buffer that keeps the newest
       :math:`K` = ``max_rank``.
 
-    The statistics are kept in each tensor's own dtype (so float16 or bfloat16 tensors are
-    averaged in that precision; collect float32 copies of them for long trajectories).
+    The mean and second moment are accumulated in float64; the deviations are kept, and the
+    samples returned, in each tensor's own dtype.
 
     Memory: for :math:`P` numbers in the collected tensors the object holds :math:`(2 + K) P`
-    numbers: the mean, the second moment and a buffer of :math:`K` deviations (allocated in
-    full by the first :meth:`collect`).
+    numbers: the mean and the second moment in float64 (their difference is the variance,
+    which float32 would lose when the trajectory moves little against the weights' size) and
+    a buffer of :math:`K` deviations in the tensors' own dtype (allocated in full by the
+    first :meth:`collect`).
 
     Parameters
     ----------
@@ -146,10 +148,11 @@ class SWAGMoments:
         slot = (self._n - 1) % self.max_rank
         weight = 1.0 / self._n
         for name, mean in self._mean.items():
-            theta = tensors[name].detach().to(device=mean.device, dtype=mean.dtype)
+            # Moments in float64: the variance is a difference of two close numbers.
+            theta = tensors[name].detach().to(device=mean.device, dtype=torch.float64)
             mean.lerp_(theta, weight)
             self._sq_mean[name].mul_(1.0 - weight).addcmul_(theta, theta, value=weight)
-            torch.sub(theta, mean, out=self._buffer[name][slot])
+            self._buffer[name][slot].copy_(theta - mean)
 
     def _start(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Allocate zeroed statistics shaped like the first snapshot."""
@@ -161,10 +164,12 @@ class SWAGMoments:
         if self.device is None:
             self.device = next(iter(tensors.values())).device
         for name, tensor in tensors.items():
-            like = dict(device=self.device, dtype=tensor.dtype)
-            self._mean[name] = torch.zeros(tensor.shape, **like)
-            self._sq_mean[name] = torch.zeros(tensor.shape, **like)
-            self._buffer[name] = torch.zeros((self.max_rank, *tensor.shape), **like)
+            wide = dict(device=self.device, dtype=torch.float64)
+            self._mean[name] = torch.zeros(tensor.shape, **wide)
+            self._sq_mean[name] = torch.zeros(tensor.shape, **wide)
+            self._buffer[name] = torch.zeros(
+                (self.max_rank, *tensor.shape), device=self.device, dtype=tensor.dtype
+            )
 
     def _check_like_first(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Raise if the names or shapes of ``tensors`` differ from the first snapshot's."""
@@ -198,17 +203,21 @@ class SWAGMoments:
     def mean(self) -> dict[str, torch.Tensor]:
         r"""dict of str to Tensor : :math:`\bar\theta`, the SWA weights.
 
-        The live statistics (updated in place by :meth:`collect`); clone them to keep them.
+        In the collected tensors' dtype (accumulated in float64; new tensors).
         """
-        return dict(self._mean)
+        return {name: m.to(self._dtype(name), copy=True) for name, m in self._mean.items()}
 
     @property
     def sq_mean(self) -> dict[str, torch.Tensor]:
         r"""dict of str to Tensor : :math:`\overline{\theta^2}`, the mean of the squares.
 
-        The live statistics (updated in place by :meth:`collect`); clone them to keep them.
+        In the collected tensors' dtype (accumulated in float64; new tensors).
         """
-        return dict(self._sq_mean)
+        return {name: m.to(self._dtype(name), copy=True) for name, m in self._sq_mean.items()}
+
+    def _dtype(self, name: str) -> torch.dtype:
+        """The dtype of the collected tensor ``name`` (that of its deviation buffer)."""
+        return self._buffer[name].dtype
 
     @property
     def deviations(self) -> dict[str, torch.Tensor]:
@@ -241,7 +250,7 @@ class SWAGMoments:
         Returns
         -------
         dict of str to Tensor
-            The diagonal variances, each shaped like its tensor (new tensors).
+            The diagonal variances, each shaped like its tensor (new float64 tensors).
         """
         return {
             name: torch.addcmul(self._sq_mean[name], mean, mean, value=-1.0).clamp_(min=var_clamp)
@@ -346,9 +355,11 @@ class SWAGMoments:
             )
             theta = z1.mul_(variance.sqrt_())
             if z2 is not None:
-                low_rank = torch.tensordot(z2.to(variance.dtype), self._used_buffer(name), dims=1)
+                deviations = self._used_buffer(name).to(variance.dtype)
+                low_rank = torch.tensordot(z2.to(variance.dtype), deviations, dims=1)
                 theta.add_(low_rank, alpha=1.0 / math.sqrt(self.n_deviations - 1))
-            out[name] = theta.mul_(math.sqrt(scale)).add_(self._mean[name])
+            theta = theta.mul_(math.sqrt(scale)).add_(self._mean[name])
+            out[name] = theta.to(self._dtype(name))
         return out
 
     def _check_sample_args(self, scale: float, covariance: str) -> None:
@@ -422,10 +433,12 @@ class SWAGMoments:
         if self.device is None and means:
             self.device = next(iter(means.values())).device
         self._n = n
-        self._mean = {name: t.to(self.device, copy=True) for name, t in means.items()}
-        self._sq_mean = {name: state["sq_mean"][name].to(self.device, copy=True) for name in means}
+        wide = dict(device=self.device, dtype=torch.float64, copy=True)
+        self._mean = {name: t.to(**wide) for name, t in means.items()}
+        self._sq_mean = {name: state["sq_mean"][name].to(**wide) for name in means}
         self._buffer = {
-            name: self._ring(state["deviations"][name], m) for name, m in self._mean.items()
+            name: self._ring(state["deviations"][name].to(self.device), m)
+            for name, m in self._mean.items()
         }
 
     def to(self, device: str | torch.device) -> SWAGMoments:
@@ -438,7 +451,7 @@ class SWAGMoments:
 
     def _ring(self, deviations: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A (K, *shape) ring buffer of ``deviations`` (oldest first), laid out as collect does."""
-        buffer = like.new_zeros((self.max_rank, *like.shape))
+        buffer = deviations.new_zeros((self.max_rank, *like.shape))
         buffer[: self.n_deviations] = deviations
         return torch.roll(buffer, self._oldest_slot(), dims=0)
 

@@ -38,8 +38,9 @@ class SWAGClassifier(BaseEnsembleClassifier):
     ``covariance="diagonal"`` drops the low-rank term (SWAG-diagonal); ``covariance="none"``
     is SWA: each run predicts with θ̄ alone (BatchNorm recalibrated), one member per run.
 
-    Memory: each run keeps (2 + K)·P numbers for a module of P parameters (θ̄, the mean of
-    squares, K deviations), on the training device unless ``stats_on_cpu=True``.
+    Memory: each run keeps (2 + K)·P numbers for a module of P parameters (θ̄ and the mean of
+    squares in float64, K deviations in the parameters' dtype), on the training device
+    unless ``stats_on_cpu=True``.
 
     Parameters
     ----------
