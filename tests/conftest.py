@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -18,3 +19,11 @@ def small_digits(digits):
     """The first 300 training rows of digits, for quick fits."""
     X_train, _, y_train, _ = digits
     return X_train[:300], y_train[:300]
+
+
+@pytest.fixture
+def global_rng_untouched():
+    """Fails the test if it changed torch's global random state (library code must not)."""
+    before = torch.get_rng_state()
+    yield
+    torch.testing.assert_close(torch.get_rng_state(), before, rtol=0, atol=0)

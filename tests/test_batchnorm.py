@@ -23,11 +23,7 @@ STATS = ("running_mean", "running_var", "num_batches_tracked")
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(autouse=True)
-def _global_rng_untouched():
-    before = torch.get_rng_state()
-    yield
-    assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
+pytestmark = pytest.mark.usefixtures("global_rng_untouched")
 
 
 # --------------------------------------------------------------------------- helpers

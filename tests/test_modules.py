@@ -16,11 +16,7 @@ from simplexens.backends.parallel import private_rng
 DATA = {"n_features_in": 64, "n_classes": 10}
 
 
-@pytest.fixture(autouse=True)
-def _global_rng_untouched():
-    before = torch.get_rng_state()
-    yield
-    assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
+pytestmark = pytest.mark.usefixtures("global_rng_untouched")
 
 
 def _seeded(seed, factory):

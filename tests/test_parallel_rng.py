@@ -8,12 +8,7 @@ from torch.testing import assert_close
 
 from simplexens.backends.parallel import SEED_HIGH, member_seeds, private_rng, run_members
 
-
-@pytest.fixture(autouse=True)
-def _global_rng_untouched():
-    before = torch.get_rng_state()
-    yield
-    assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
+pytestmark = pytest.mark.usefixtures("global_rng_untouched")
 
 
 def _expected_draws(seed, n, device="cpu"):

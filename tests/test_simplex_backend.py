@@ -38,11 +38,7 @@ N_FEATURES = 5
 N_CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def _global_rng_untouched():
-    before = torch.get_rng_state()
-    yield
-    assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
+pytestmark = pytest.mark.usefixtures("global_rng_untouched")
 
 
 # --------------------------------------------------------------------------- helpers

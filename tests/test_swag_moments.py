@@ -22,11 +22,7 @@ SHAPES = {"a": (2, 2), "b": (4,)}  # P = 8 numbers in two tensors
 N_SE = 5.0  # tolerance in standard errors, per entry
 
 
-@pytest.fixture(autouse=True)
-def _global_rng_untouched():
-    before = torch.get_rng_state()
-    yield
-    assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
+pytestmark = pytest.mark.usefixtures("global_rng_untouched")
 
 
 # --------------------------------------------------------------------------- helpers
