@@ -34,6 +34,11 @@ class ESPROClassifier(BaseEnsembleClassifier):
     points drawn uniformly in every simplex (once, in ``fit``), with BatchNorm statistics
     recomputed for every point.
 
+    The module's forward must run under :func:`torch.func.vmap` (no ``.item()`` or
+    data-dependent Python control flow on tensors); parameters with ``requires_grad=False``
+    are not part of the simplex and keep the mode's values. With BatchNorm, each point sees
+    at least two rows of every batch (fewer points are drawn for a batch smaller than 2M).
+
     The data term is the mean over the M points (the reference code sums them, making its
     data term M times larger), and λ multiplies ``log V`` itself (V the simplex volume, not
     V² and not rescaled by a random simplex's volume), so values of ``volume_lambda`` do not
