@@ -196,10 +196,13 @@ def make_simplex(n_frozen=2, n_train_samples=4, seed=0):
     return module, template, frozen, start
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize(("n", "n_train_samples"), [(10, 3), (8, 4), (3, 5)])
-def test_simplex_module_loss_and_gradient_equal_a_loop(n, n_train_samples):
+def test_simplex_module_loss_and_gradient_equal_a_loop(n, n_train_samples, fused):
     module, template, frozen, start = make_simplex(n_train_samples=n_train_samples)
     module.train()
+    if not fused:
+        module.fused = False  # the generic vmap path; Tiny would take the fused one
     x = randn(n, N_FEATURES, seed=4)
     y = labels(n, seed=4)
     k1 = 3
@@ -226,6 +229,7 @@ def test_simplex_module_loss_and_gradient_equal_a_loop(n, n_train_samples):
     expected.backward()
 
     assert_close(loss, expected)
+    assert module.fused is fused
     names = module.names
     for i, name in enumerate(names):
         assert module.vertex[i].grad is not None

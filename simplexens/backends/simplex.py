@@ -13,9 +13,11 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call, vmap
 
 from ..geometry.simplex import gram_matrix, log_volume_from_gram, sample_barycentric
+from .fused_linear import NotFusableError, SimplexParameter
 
 
 def initial_vertex(
@@ -85,16 +87,20 @@ def chunked_forward(
         Row ``r`` is the output at point ``r // ceil(n / m)``.
     """
     m = next(iter(points.values())).shape[0]
-    n = x.shape[0]
-    chunk = math.ceil(n / m)
-    rows = torch.arange(m * chunk, device=x.device) % n
-    chunks = x[rows].reshape(m, chunk, *x.shape[1:])
+    padded = pad_rows(x, m)
+    chunks = padded.reshape(m, -1, *x.shape[1:])
 
     def call(params, bufs, inputs):
         return functional_call(template, (params, bufs), (inputs,))
 
     out = vmap(call, randomness="different")(points, buffers, chunks)
-    return out.reshape(m * chunk, *out.shape[2:])[:n]
+    return out.reshape(len(padded), *out.shape[2:])[: len(x)]
+
+
+def pad_rows(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``x`` with its first rows repeated at the end, to ``m * ceil(n / m)`` rows."""
+    n = x.shape[0]
+    return x[torch.arange(m * math.ceil(n / m), device=x.device) % n]
 
 
 class NewVertexPoints(torch.autograd.Function):
@@ -125,6 +131,55 @@ class NewVertexPoints(torch.autograd.Function):
         for m in range(1, len(scale)):
             grad_vertex.addcmul_(grad[m], scale[m])
         return None, None, grad_vertex
+
+
+class NewVertexLogVolume(torch.autograd.Function):
+    """log V of a simplex whose last vertex alone is trainable, with a closed-form gradient.
+
+    ``apply(simplex, *vertex)`` for a :class:`SimplexModule` and its newest vertex's tensors.
+    With ``E`` the frozen edges (rows ``v_i - v_0``, i < k), ``G_f = E E^T`` and the new edge
+    ``e = v_k - v_0``, the bordered Gram matrix has ``det G = det G_f * h^2`` where
+    ``h = |r|``, ``r = e - E^T G_f^{-1} E e`` is the height of the new vertex above the frozen
+    face. Hence ``d log V / d v_k = r / h^2``.
+
+    Cost: per parameter tensor, one subtraction, k - 1 inner products and one squared norm
+    forward, one matrix-vector update and one scaling backward, in the parameters' dtype;
+    the per-tensor sums and the k x k algebra are in float64. (An autograd graph through
+    float64 copies of every tensor cost as much as the rest of the step.)
+    """
+
+    @staticmethod
+    def forward(ctx, simplex, *vertex):
+        edges = [(v - simplex._frozen(i)[0]).reshape(-1) for i, v in enumerate(vertex)]
+        frozen_gram = simplex.frozen_gram
+        frozen_edges = [getattr(simplex, f"edges_{i}") for i in range(len(edges))]
+        cross = [f @ e for f, e in zip(frozen_edges, edges, strict=True)]
+        cross = torch.stack(cross).double().sum(0)
+        square = torch.stack([e @ e for e in edges]).double().sum()
+        gram = torch.cat(
+            [
+                torch.cat([frozen_gram, cross[:, None]], dim=1),
+                torch.cat([cross, square[None]])[None],
+            ]
+        )
+        # beta = G_f^{-1} E e and h^2 = e.e - (E e).beta, the squared height of v_k.
+        beta = torch.linalg.solve_ex(frozen_gram, cross).result if len(cross) else cross
+        ctx.frozen_edges = frozen_edges
+        ctx.vertex_shapes = [v.shape for v in vertex]
+        ctx.save_for_backward(beta, square - cross @ beta, *edges)
+        return log_volume_from_gram(gram)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        beta, height2, *edges = ctx.saved_tensors
+        scale = (grad / height2).to(edges[0].dtype)
+        beta = beta.to(edges[0].dtype)
+        grads = []
+        for frozen, edge, vertex in zip(ctx.frozen_edges, edges, ctx.vertex_shapes, strict=True):
+            residual = torch.addmv(edge, frozen.T, beta, alpha=-1)
+            grads.append(residual.mul_(scale).view(vertex))
+        return None, *grads
 
 
 class SimplexModule(nn.Module):
@@ -168,12 +223,14 @@ class SimplexModule(nn.Module):
         self.vertex = nn.ParameterList(
             nn.Parameter(start[name].detach().clone()) for name in self.names
         )
+        # Whether forward uses the fused path for linear layers (None: not decided yet).
+        self.fused = None
 
     def _cache_frozen_geometry(self) -> None:
-        """Cache the frozen edges (float64) and their Gram matrix, which never change."""
+        """Cache the frozen edges and their Gram matrix (float64), which never change."""
         frozen = {name: self._frozen(i) for i, name in enumerate(self.names)}
         for i, vertices in enumerate(frozen.values()):
-            edges = (vertices[1:] - vertices[:1]).flatten(1).double()
+            edges = (vertices[1:] - vertices[:1]).flatten(1)
             self.register_buffer(f"edges_{i}", edges, persistent=False)
         self.register_buffer("frozen_gram", gram_matrix(frozen).detach(), persistent=False)
 
@@ -191,22 +248,10 @@ class SimplexModule(nn.Module):
         """log V of the simplex, in float64 (differentiable in the newest vertex).
 
         The Gram matrix is the frozen one bordered by the new edge ``e = v_k - v_0``:
-        ``[[G_frozen, E e], [(E e)^T, e^T e]]`` with ``E`` the frozen edges.
+        ``[[G_frozen, E e], [(E e)^T, e^T e]]`` with ``E`` the frozen edges. Its gradient is
+        computed in closed form (:class:`NewVertexLogVolume`).
         """
-        k = self.frozen_gram.shape[0] + 1
-        cross = self.frozen_gram.new_zeros(k - 1)
-        square = self.frozen_gram.new_zeros(())
-        for i, vertex in enumerate(self.vertex):
-            edge = (vertex - self._frozen(i)[0]).flatten().double()
-            cross = cross + getattr(self, f"edges_{i}") @ edge
-            square = square + edge @ edge
-        gram = torch.cat(
-            [
-                torch.cat([self.frozen_gram, cross[:, None]], dim=1),
-                torch.cat([cross, square[None]])[None],
-            ]
-        )
-        return log_volume_from_gram(gram)
+        return NewVertexLogVolume.apply(self, *self.vertex)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # At least two rows per point, so that BatchNorm can train on every chunk.
@@ -215,6 +260,15 @@ class SimplexModule(nn.Module):
         weights = sample_barycentric(
             m, k + 1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
         )
+        if self.fused is None:
+            self.fused = self._fused_agrees(weights, x)
+        if self.fused:
+            return self._fused_forward(weights, x)
+        return self._generic_forward(weights, x)
+
+    def _generic_forward(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Chunk m of ``x`` at point m, the module a black box under ``vmap``."""
+        m = len(weights)
         points = {
             name: NewVertexPoints.apply(weights, self._frozen(i), self.vertex[i])
             for i, name in enumerate(self.names)
@@ -233,3 +287,35 @@ class SimplexModule(nn.Module):
                 "ESPRO evaluates the simplex points of a training step in one "
                 f"torch.func.vmap call, which failed on this module: {exc}"
             ) from exc
+
+    def _fused_forward(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The same as :meth:`_generic_forward` for modules built of linear layers."""
+        padded = pad_rows(x, len(weights))
+        params = {
+            name: SimplexParameter.wrap(self.vertex[i], self._frozen(i), weights, len(padded))
+            for i, name in enumerate(self.names)
+        }
+        return functional_call(self.template, params, (padded,))[: len(x)]
+
+    def _fused_agrees(self, weights: torch.Tensor, x: torch.Tensor) -> bool:
+        """Whether the fused path covers this module: decided once, on the first batch.
+
+        It needs a module without buffers (BatchNorm's statistics are per chunk) whose
+        trainable parameters are only used by linear layers on batch-first inputs, and whose
+        rows do not interact; the last is checked by comparing both paths' outputs, in
+        evaluation mode (no dropout) and without gradients.
+        """
+        if any(True for _ in self.template.buffers()):
+            return False
+        was_training = self.template.training
+        self.template.eval()
+        try:
+            with torch.no_grad():
+                fused = self._fused_forward(weights, x)
+                generic = self._generic_forward(weights, x)
+        except NotFusableError:
+            return False
+        finally:
+            self.template.train(was_training)
+        tolerance = 1e-5 * (1.0 + generic.abs().max())
+        return bool((fused - generic).abs().max() <= tolerance)
