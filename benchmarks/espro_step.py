@@ -4,13 +4,17 @@ One step = zero_grad, forward, loss, backward, optimizer step, on the same modul
 
 - plain: an ordinary step of the module;
 - ESPRO (ours): the newest vertex of a 3-vertex simplex, M = 5 points drawn per step, each
-  evaluating its own fifth of the batch in one vmap call, minus λ log V;
+  evaluating its own fifth of the batch, minus λ log V. Modules built of linear layers take
+  the fused path (one weight-gradient product per layer); others the generic vmap path,
+  which is also timed on the MLP for comparison;
 - reference design: the same loss with the M points evaluated one after another, each on the
   whole batch (M sequential forward passes).
 
-Prints the median step time of each and the ratios to the plain step.
+The variants are timed in turns, a few consecutive steps each, so that load from other
+processes on a shared machine hits them alike; the table gives the median step time of each
+and the ratios to the plain step.
 
-    python benchmarks/espro_step.py [--steps 30]
+    python benchmarks/espro_step.py [--rounds 10]
 """
 
 import argparse
@@ -18,6 +22,7 @@ import copy
 import os
 import platform
 import time
+from functools import partial
 
 import torch
 from torch import nn
@@ -54,15 +59,22 @@ def cnn():
     )
 
 
-def median_step_time(step, steps):
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def median_step_times(steps_by_name, rounds, block=6):
+    """Median seconds per call of each step function.
+
+    The functions run in turns, ``block`` consecutive calls each (the first of a block is a
+    warm-up and not timed), so that each is timed with its own data in the caches, as in
+    training, while load from other processes hits all of them alike.
+    """
+    times = {name: [] for name in steps_by_name}
+    for _ in range(rounds):
+        for name, step in steps_by_name.items():
+            step()
+            for _ in range(block - 1):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def simplex_for(module, generator):
@@ -89,56 +101,73 @@ def reference_loss(simplex, x, y, generator):
     return total / M - LAMBDA * simplex.log_volume().float()
 
 
-def case(name, make, shape, batch, steps):
+def espro_step(simplex):
+    optimizer = torch.optim.SGD(simplex.vertex.parameters(), lr=1e-3, momentum=0.9)
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(simplex(x), y)
+        (loss - LAMBDA * simplex.log_volume().float()).backward()
+        optimizer.step()
+
+    return step
+
+
+def case(name, make, shape, batch, rounds):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, *shape, generator=generator)
     y = torch.randint(10, (batch,), generator=generator)
     module = make()
     simplex = simplex_for(module, generator)
+    with torch.no_grad():
+        simplex(x)  # decides the path
     plain_opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
-    simplex_opt = torch.optim.SGD(simplex.vertex.parameters(), lr=1e-3, momentum=0.9)
+    ref_opt = torch.optim.SGD(simplex.vertex.parameters(), lr=1e-3, momentum=0.9)
 
     def plain():
         plain_opt.zero_grad()
         nn.functional.cross_entropy(module(x), y).backward()
         plain_opt.step()
 
-    def ours():
-        simplex_opt.zero_grad()
-        loss = nn.functional.cross_entropy(simplex(x), y)
-        (loss - LAMBDA * simplex.log_volume().float()).backward()
-        simplex_opt.step()
-
     def reference():
-        simplex_opt.zero_grad()
+        ref_opt.zero_grad()
         reference_loss(simplex, x, y, generator).backward()
-        simplex_opt.step()
+        ref_opt.step()
 
-    t_plain = median_step_time(plain, steps)
-    t_ours = median_step_time(ours, steps)
-    t_ref = median_step_time(reference, steps)
-    print(
-        f"| {name} | {batch} | {t_plain * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_ref * 1e3:.2f} "
-        f"| {t_ours / t_plain:.2f} | {t_ref / t_plain:.2f} | {t_ref / t_ours:.2f}x |"
-    )
+    paths = {"fused" if simplex.fused else "generic (vmap)": espro_step(simplex)}
+    if simplex.fused:
+        generic = simplex_for(module, torch.Generator().manual_seed(1))
+        generic.fused = False
+        paths["generic (vmap)"] = espro_step(generic)
+    steps_by_name = {"plain": plain, "reference": reference}
+    steps_by_name.update({path: partial(step, x, y) for path, step in paths.items()})
+    times = median_step_times(steps_by_name, rounds)
+    t_plain, t_ref = times["plain"], times["reference"]
+    for path in paths:
+        t_ours = times[path]
+        print(
+            f"| {name} | {batch} | {path} | {t_plain * 1e3:.2f} | {t_ours * 1e3:.2f} "
+            f"| {t_ref * 1e3:.2f} | {t_ours / t_plain:.2f} | {t_ref / t_plain:.2f} "
+            f"| {t_ref / t_ours:.2f}x |"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads; M = {M}, 3 vertices\n"
     )
     print(
-        "| module | batch | plain ms | ESPRO ms | reference ms | ESPRO/plain "
+        "| module | batch | ESPRO path | plain ms | ESPRO ms | reference ms | ESPRO/plain "
         "| reference/plain | ESPRO speed-up over reference |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for batch in (256, 1000):
-        case("64-512-512-10 MLP", mlp, (64,), batch, args.steps)
-    case("CNN, 3x16x16 images", cnn, (3, 16, 16), 256, args.steps)
+        case("64-512-512-10 MLP", mlp, (64,), batch, args.rounds)
+    case("CNN, 3x16x16 images", cnn, (3, 16, 16), 256, args.rounds)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,12 @@ class ESPROClassifier(BaseEnsembleClassifier):
     points drawn uniformly in every simplex (once, in ``fit``), with BatchNorm statistics
     recomputed for every point.
 
-    The module's forward must run under :func:`torch.func.vmap` (no ``.item()`` or
+    A module whose trainable parameters are only used by linear layers (``F.linear``), has
+    no buffers and treats rows independently (an MLP, with or without dropout) takes a fused
+    path: one weight-gradient product per layer over the whole batch instead of one per
+    point (about 1.5x faster for a wide MLP). Whether the fused path applies is decided on
+    the first batch of every vertex phase by comparing it with the generic path. Any other
+    module's forward must run under :func:`torch.func.vmap` (no ``.item()`` or
     data-dependent Python control flow on tensors); parameters with ``requires_grad=False``
     are not part of the simplex and keep the mode's values. With BatchNorm, each point sees
     at least two rows of every batch (fewer points are drawn for a batch smaller than 2M).
