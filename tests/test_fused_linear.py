@@ -5,6 +5,8 @@ the sum gives the new vertex's gradient), ``torch.autograd.gradcheck`` in float6
 generic vmap path of :class:`SimplexModule` on the same sampled weights.
 """
 
+from unittest import mock
+
 import pytest
 import torch
 from torch import nn
@@ -92,12 +94,16 @@ def test_chunked_linear_gradcheck():
     assert torch.autograd.gradcheck(ChunkedLinear.apply, inputs)
 
 
-def test_chunked_linear_skips_the_input_gradient_of_data():
+@pytest.mark.parametrize("needs_input_grad", [False, True])
+def test_chunked_linear_computes_the_input_gradient_only_when_needed(needs_input_grad):
     x, weights, frozen_w, vertex_w, frozen_b, vertex_b = layer()
+    x.requires_grad_(needs_input_grad)
     vertex_w.requires_grad_(True)
     out = ChunkedLinear.apply(x, weights, frozen_w, vertex_w, frozen_b, vertex_b)
-    out.sum().backward()
-    assert x.grad is None
+    # With a bias the forward pass uses baddbmm; bmm is the input gradient's product alone.
+    with mock.patch("torch.bmm", wraps=torch.bmm) as bmm:
+        out.sum().backward()
+    assert bmm.call_count == int(needs_input_grad)
     assert vertex_w.grad is not None
 
 
@@ -138,6 +144,38 @@ class SequenceFirst(nn.Module):
         return self.a(x.transpose(0, 1)).transpose(0, 1).sum(dim=1)
 
 
+class KeywordLinear(nn.Module):
+    """Calls F.linear with keyword arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return F.linear(input=x, weight=self.a.weight, bias=self.a.bias)
+
+
+class TrainOnlyRowMixing(RowMixing):
+    """Rows interact in training mode only."""
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.training:
+            h = h - h.mean(dim=0)
+        return self.b(h)
+
+
+class FlattenTime(nn.Module):
+    """Folds a time axis into the batch: fine for one time step, not for more."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.a(x.reshape(-1, 5)).reshape(x.shape[0], -1)
+
+
 def mlp(dropout=0.0, batchnorm=False):
     layers = [nn.Linear(5, 6), nn.ReLU(), nn.Dropout(dropout)]
     if batchnorm:
@@ -173,11 +211,24 @@ def simplex_over(make, n_frozen=2, freeze=()):
         (lambda: mlp(batchnorm=True), (), False),  # per-chunk BatchNorm statistics
         (conv, (), False),  # a convolution on a parameter
         (RowMixing, (), False),  # caught by comparing both paths
+        (TrainOnlyRowMixing, (), False),  # caught in training mode
+        (KeywordLinear, (), True),
         (BareMatmul, (), False),  # a parameter outside F.linear
         (mlp, ("0.bias",), False),  # a frozen bias next to a trainable weight
         (mlp, ("0.weight", "0.bias"), True),  # a layer frozen whole is ordinary code
     ],
-    ids=["mlp", "dropout", "batchnorm", "conv", "row-mixing", "matmul", "frozen-bias", "frozen"],
+    ids=[
+        "mlp",
+        "dropout",
+        "batchnorm",
+        "conv",
+        "row-mixing",
+        "train-row-mixing",
+        "keywords",
+        "matmul",
+        "frozen-bias",
+        "frozen",
+    ],
 )
 def test_simplex_module_chooses_the_fused_path_only_when_it_is_exact(make, freeze, expected):
     module = simplex_over(make, freeze=freeze)
@@ -210,3 +261,33 @@ def test_fused_and_generic_paths_agree_in_training_mode_without_dropout():
     assert_close(F.cross_entropy(fused(x), y), F.cross_entropy(generic(x), y))
     for a, b in zip(fused.vertex, generic.vertex, strict=True):
         assert_close(a.grad, b.grad)
+
+
+def test_the_choice_waits_for_a_batch_with_two_points():
+    module = simplex_over(RowMixing)
+    module(randn(3, 5, seed=1))  # one point: both paths are the same, nothing to compare
+    assert module.fused is None
+    module(randn(16, 5, seed=2))
+    assert module.fused is False
+
+
+def test_a_later_batch_the_fused_path_refuses_goes_the_generic_way():
+    module = simplex_over(FlattenTime)
+    module(randn(8, 1, 5, seed=1))
+    assert module.fused is True
+    x = randn(8, 4, 5, seed=2)
+    clone = torch.Generator().set_state(module.generator.get_state())
+    out = module(x)
+    assert module.fused is False
+    generic = simplex_over(FlattenTime)
+    generic.fused = False
+    generic.generator = clone
+    assert_close(out, generic(x))
+
+
+def test_keyword_linear_matches_the_generic_path():
+    fused, generic = simplex_over(KeywordLinear), simplex_over(KeywordLinear)
+    generic.fused = False
+    x = randn(10, 5, seed=1)
+    assert_close(fused(x), generic(x))
+    assert fused.fused is True

@@ -103,13 +103,15 @@ class SimplexParameter(torch.Tensor):
         raise NotFusableError(f"{name} on a parameter")
 
 
-def _linear(x, weight, bias=None):
-    if not isinstance(weight, SimplexParameter) or isinstance(x, SimplexParameter):
+def _linear(input, weight, bias=None):  # F.linear's own argument names, for keyword calls
+    if not isinstance(weight, SimplexParameter) or isinstance(input, SimplexParameter):
         raise NotFusableError("linear with a frozen weight or a parameter as input")
     if bias is not None and not isinstance(bias, SimplexParameter):
         raise NotFusableError("linear with a frozen bias")
-    if x.ndim < 2 or x.shape[0] != weight.n_rows:
+    if input.ndim < 2 or input.shape[0] != weight.n_rows:
         raise NotFusableError("linear on an input whose first axis is not the batch")
     frozen_b = None if bias is None else bias.frozen
     vertex_b = None if bias is None else bias.vertex
-    return ChunkedLinear.apply(x, weight.weights, weight.frozen, weight.vertex, frozen_b, vertex_b)
+    return ChunkedLinear.apply(
+        input, weight.weights, weight.frozen, weight.vertex, frozen_b, vertex_b
+    )
