@@ -5,6 +5,7 @@ the sum gives the new vertex's gradient), ``torch.autograd.gradcheck`` in float6
 generic vmap path of :class:`SimplexModule` on the same sampled weights.
 """
 
+import pickle
 from unittest import mock
 
 import pytest
@@ -291,3 +292,15 @@ def test_keyword_linear_matches_the_generic_path():
     x = randn(10, 5, seed=1)
     assert_close(fused(x), generic(x))
     assert fused.fused is True
+
+
+def test_simplex_module_pickles_after_choosing_a_path():
+    module = simplex_over(mlp)
+    x = randn(8, 5, seed=1)
+    module(x)
+    copy = pickle.loads(pickle.dumps(module))
+    assert copy.fused is True
+    assert_close(copy.log_volume(), module.log_volume())
+    state = torch.Generator().set_state(module.generator.get_state())
+    copy.generator = state
+    assert_close(copy(x), module(x))

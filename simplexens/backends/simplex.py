@@ -217,7 +217,7 @@ class SimplexModule(nn.Module):
             self.register_buffer(f"frozen_{i}", frozen[name].detach().clone())
         self._cache_frozen_geometry()
         # Loading a state (skorch's load_params, checkpoints) replaces the frozen vertices.
-        self.register_load_state_dict_post_hook(lambda module, _: module._cache_frozen_geometry())
+        self.register_load_state_dict_post_hook(_refresh_frozen_geometry)
         self.vertex = nn.ParameterList(
             nn.Parameter(start[name].detach().clone()) for name in self.names
         )
@@ -333,6 +333,11 @@ class SimplexModule(nn.Module):
         self.template.train(training)
         with torch.no_grad(), private_rng(seed, x.device):
             return (self._fused_forward if fused else self._generic_forward)(weights, x)
+
+
+def _refresh_frozen_geometry(module: SimplexModule, incompatible_keys) -> None:
+    """``load_state_dict`` post-hook (a module-level function, so the module pickles)."""
+    module._cache_frozen_geometry()
 
 
 def _same(a, b) -> bool:
