@@ -39,9 +39,9 @@ class ESPROClassifier(BaseEnsembleClassifier):
     path: one weight-gradient product per layer over the whole batch instead of one per
     point (a 1.2-1.5x faster step for a wide MLP). Whether it applies is decided on the
     first batch (of at least two points) of every vertex phase, by comparing both paths in
-    training and evaluation mode. Any other
-    module's forward must run under :func:`torch.func.vmap` (no ``.item()`` or
-    data-dependent Python control flow on tensors); parameters with ``requires_grad=False``
+    training and evaluation mode. Any other module's forward must run under
+    :func:`torch.func.vmap` (no ``.item()`` or data-dependent Python control flow on
+    tensors); parameters with ``requires_grad=False``
     are not part of the simplex and keep the mode's values. With BatchNorm, each point sees
     at least two rows of every batch (fewer points are drawn for a batch smaller than 2M).
 
