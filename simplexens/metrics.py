@@ -11,6 +11,22 @@ holds the probability of ``labels[k]``. When ``labels`` is omitted it
 defaults to ``np.unique(y_true)``, as in :func:`sklearn.metrics.log_loss`.
 Unlike scikit-learn, an explicitly given ``labels`` is used in the order given
 (it is not sorted), so passing ``labels=estimator.classes_`` is always safe.
+
+Input validation
+----------------
+Every function checks that its probabilities are probabilities and raises
+``ValueError`` naming the first offending entry otherwise:
+
+- no value may be NaN or infinite;
+- values must lie in ``[0, 1]`` up to an absolute tolerance of 1e-6, which
+  admits float32 rounding (e.g. 1.0000001 from averaging float32 softmax
+  outputs); values inside the tolerance are clipped into ``[0, 1]``;
+- each row (each member's row, for member arrays) must sum to 1 up to an
+  absolute tolerance of 1e-3. Rows are not renormalised.
+
+Shapes are checked too: ``y_true`` 1-D, ``y_proba`` 2-D with as many rows as
+``y_true`` and one column per label, member arrays 3-D
+``(n_members, n_samples, n_classes)``.
 """
 
 from __future__ import annotations
@@ -32,6 +48,11 @@ __all__ = [
 ]
 
 _STRATEGIES = ("uniform", "quantile")
+# float32's machine epsilon is 1.2e-7: 1e-6 admits several units of rounding (1.0000001
+# from averaging float32 softmax outputs); a value further out is a bug, not rounding.
+_RANGE_TOL = 1e-6
+# Row sums accumulate one rounding error per class, hence a looser bound.
+_SUM_TOL = 1e-3
 
 
 class ReliabilityBins(NamedTuple):
@@ -60,28 +81,65 @@ class ReliabilityBins(NamedTuple):
     ece: float
 
 
-def _check_proba(y_true, y_proba, labels=None):
-    """Validate targets and probabilities; map targets to column indices.
+def _tolerance_text(tol):
+    """Write a tolerance as ``1e-3`` rather than ``0.001`` or ``1e-03``."""
+    return f"{tol:.0e}".replace("e-0", "e-")
+
+
+def _first(mask):
+    """Index tuple of the first True entry of ``mask`` in C order, or None."""
+    if not mask.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))
+
+
+def _check_proba_values(proba, name):
+    """Check that every vector along the last axis of ``proba`` is a probability vector.
 
     Parameters
     ----------
-    y_true : array-like of shape (n_samples,)
-        True labels, of any type comparable with ``labels``.
-    y_proba : array-like of shape (n_samples, n_classes)
-        Predicted probabilities; column ``k`` belongs to ``labels[k]``.
-    labels : array-like of shape (n_classes,), default=None
-        Class labels in column order; ``np.unique(y_true)`` if None.
+    proba : array-like of shape (..., n_classes)
+        Probabilities; any leading axes (samples, or members and samples).
+    name : str
+        Name of the argument, used in error messages.
 
     Returns
     -------
-    y_index : ndarray of shape (n_samples,), dtype intp
-        Column index of each sample's true label.
-    y_proba : ndarray of shape (n_samples, n_classes), dtype float64
-        The probabilities as a float64 array.
+    proba : ndarray of shape (..., n_classes), dtype float64
+        The probabilities, clipped into ``[0, 1]`` (this only moves values
+        that lay within ``_RANGE_TOL`` outside it). Rows are not renormalised.
+
+    Raises
+    ------
+    ValueError
+        If a value is NaN or infinite, lies more than ``_RANGE_TOL`` outside
+        ``[0, 1]``, or a row sums to a value more than ``_SUM_TOL`` from 1.
     """
-    y_true = np.asarray(y_true)
-    y_proba = np.asarray(y_proba, dtype=np.float64)
-    labels = np.unique(y_true) if labels is None else np.asarray(labels)
+    proba = np.asarray(proba, dtype=np.float64)
+    bounds = f"probabilities must lie in [0, 1] (tolerance {_tolerance_text(_RANGE_TOL)})"
+    for mask, problem in (
+        (~np.isfinite(proba), "NaN or infinite values"),
+        (proba < -_RANGE_TOL, "negative values"),
+        (proba > 1.0 + _RANGE_TOL, "values greater than 1"),
+    ):
+        at = _first(mask)
+        if at is not None:
+            raise ValueError(
+                f"{name} contains {problem}: {name}{list(at)} is {proba[at]:.10g}; {bounds}."
+            )
+    sums = proba.sum(axis=-1)
+    at = _first(np.abs(sums - 1.0) > _SUM_TOL)
+    if at is not None:
+        row = f"row {at[-1]}" if len(at) == 1 else f"member {at[0]}, row {at[-1]}"
+        raise ValueError(
+            f"{name} rows must sum to 1 (tolerance {_tolerance_text(_SUM_TOL)}); "
+            f"{row} sums to {sums[at]:.10g}."
+        )
+    return np.clip(proba, 0.0, 1.0)
+
+
+def _check_shapes(y_true, y_proba, labels):
+    """Check the shapes of targets, probabilities and labels against each other."""
     if y_true.ndim != 1:
         raise ValueError(f"y_true must be 1-D, got an array of shape {y_true.shape}.")
     if y_proba.ndim != 2:
@@ -99,11 +157,10 @@ def _check_proba(y_true, y_proba, labels=None):
             f"y_proba has {y_proba.shape[1]} columns but there are {labels.shape[0]} "
             f"labels {labels.tolist()!r}; pass labels= matching the columns."
         )
-    if not np.all(np.isfinite(y_proba)):
-        raise ValueError("y_proba contains NaN or infinite values.")
-    if np.any(y_proba < 0):
-        raise ValueError("y_proba contains negative values.")
 
+
+def _label_index(y_true, labels):
+    """Column index of each value of ``y_true`` in ``labels``."""
     order = np.argsort(labels, kind="stable")
     try:
         pos = np.searchsorted(labels[order], y_true).clip(max=labels.shape[0] - 1)
@@ -113,7 +170,58 @@ def _check_proba(y_true, y_proba, labels=None):
     if not np.all(found):
         missing = np.unique(y_true[~found])[:5].tolist()
         raise ValueError(f"y_true values {missing!r} are not in labels {labels.tolist()!r}.")
-    return order[pos], y_proba
+    return order[pos]
+
+
+def _check_proba(y_true, y_proba, labels=None):
+    """Validate targets and probabilities; map targets to column indices.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels, of any type comparable with ``labels``.
+    y_proba : array-like of shape (n_samples, n_classes)
+        Predicted probabilities; column ``k`` belongs to ``labels[k]``.
+    labels : array-like of shape (n_classes,), default=None
+        Class labels in column order; ``np.unique(y_true)`` if None.
+
+    Returns
+    -------
+    y_index : ndarray of shape (n_samples,), dtype intp
+        Column index of each sample's true label.
+    y_proba : ndarray of shape (n_samples, n_classes), dtype float64
+        The probabilities, clipped into ``[0, 1]`` (see
+        :func:`_check_proba_values`).
+
+    Raises
+    ------
+    ValueError
+        If a shape is wrong, the lengths differ, ``labels`` is not unique,
+        a probability row is invalid or a value of ``y_true`` is not in
+        ``labels``.
+    """
+    y_true = np.asarray(y_true)
+    y_proba = np.asarray(y_proba, dtype=np.float64)
+    labels = np.unique(y_true) if labels is None else np.asarray(labels)
+    _check_shapes(y_true, y_proba, labels)
+    y_proba = _check_proba_values(y_proba, "y_proba")
+    return _label_index(y_true, labels), y_proba
+
+
+def _check_member_proba(member_proba):
+    """Validate member probabilities of shape (n_members, n_samples, n_classes)."""
+    member_proba = np.asarray(member_proba, dtype=np.float64)
+    if member_proba.ndim != 3:
+        raise ValueError(
+            "member_proba must be 3-D (n_members, n_samples, n_classes), "
+            f"got shape {member_proba.shape}."
+        )
+    if 0 in member_proba.shape:
+        raise ValueError(
+            "member_proba must have at least one member, sample and class, "
+            f"got shape {member_proba.shape}."
+        )
+    return _check_proba_values(member_proba, "member_proba")
 
 
 def _nll(y_index, y_proba):
@@ -159,10 +267,13 @@ def nll(y_true, y_proba, *, labels=None):
     """Mean negative log-likelihood (log loss) of the true labels.
 
     Computes ``-mean_i log p(y_i | x_i)``, where ``p(y_i | x_i)`` is the entry
-    of ``y_proba`` in the column of the true label. Rows are not renormalised.
-    Probabilities are clipped from below at ``np.finfo(np.float64).tiny`` only
-    so that a zero probability gives a large finite loss instead of ``inf``;
-    no other clipping is applied.
+    of ``y_proba`` in the column of the true label, computed in float64. Rows
+    are not renormalised. The true-class probability is clipped from below at
+    ``np.finfo(np.float64).tiny`` (about 2.2e-308) only, so that a zero
+    probability gives a large finite loss (about 708.4) instead of ``inf``;
+    apart from clipping values within 1e-6 of ``[0, 1]`` into it (see
+    Raises), no other clipping is applied. See Notes for how this differs
+    from :func:`sklearn.metrics.log_loss`.
 
     Parameters
     ----------
@@ -182,13 +293,36 @@ def nll(y_true, y_proba, *, labels=None):
     Raises
     ------
     ValueError
-        If ``y_proba`` is not 2-D, has a column count different from
-        ``len(labels)``, contains NaN, inf or negative values, if lengths
-        differ, or if a value of ``y_true`` is not in ``labels``.
+        If ``y_true`` is not 1-D, ``y_proba`` is not 2-D, their lengths
+        differ, ``y_proba`` has a column count different from
+        ``len(labels)``, ``labels`` is not unique, a value of ``y_true`` is
+        not in ``labels``, or ``y_proba`` is not a matrix of probabilities:
+        a value is NaN or infinite, a value lies more than 1e-6 outside
+        ``[0, 1]``, or a row sum is more than 1e-3 away from 1.
 
     See Also
     --------
-    sklearn.metrics.log_loss : Equal value for rows summing to one.
+    sklearn.metrics.log_loss : Same value whenever every true-class
+        probability lies in ``[eps, 1 - eps]`` (see Notes).
+
+    Notes
+    -----
+    Differences from :func:`sklearn.metrics.log_loss` as of scikit-learn 1.9:
+
+    - Clipping. ``log_loss`` clips every probability to ``[eps, 1 - eps]``
+      with ``eps = np.finfo(y_proba.dtype).eps`` (2.2e-16 for float64 input,
+      1.2e-7 for float32) and computes in the input's dtype. ``nll`` clips
+      only the true-class probability, only from below, at
+      ``np.finfo(np.float64).tiny`` and computes in float64. A true-class
+      probability of exactly 0 therefore costs ``-log(tiny)`` (about 708.40)
+      here and ``-log(eps)`` (about 36.04 for float64) in ``log_loss``; one
+      below ``eps`` costs ``-log(p)`` here and ``-log(eps)`` there; one of
+      exactly 1 costs 0 here and ``-log(1 - eps)`` (about 2.2e-16) there.
+    - Validation. ``log_loss`` raises for any value outside ``[0, 1]``
+      without tolerance and only warns when a row does not sum to one;
+      ``nll`` accepts and clips values within 1e-6 of ``[0, 1]`` and raises
+      when a row sum is more than 1e-3 away from 1.
+    - Neither renormalises the rows.
 
     References
     ----------
@@ -229,7 +363,7 @@ def brier_score(y_true, y_proba, *, labels=None):
     Raises
     ------
     ValueError
-        On invalid inputs, as for :func:`nll`.
+        On invalid shapes, labels or probabilities, as for :func:`nll`.
 
     References
     ----------
@@ -279,8 +413,8 @@ def reliability_bins(y_true, y_proba, *, n_bins=15, strategy="uniform", labels=N
     Raises
     ------
     ValueError
-        On invalid inputs as for :func:`nll`, if ``n_bins < 1`` or if
-        ``strategy`` is unknown.
+        On invalid shapes, labels or probabilities as for :func:`nll`, if
+        ``n_bins < 1`` or if ``strategy`` is unknown.
     TypeError
         If ``n_bins`` is not an integer.
 
@@ -329,6 +463,14 @@ def expected_calibration_error(y_true, y_proba, *, n_bins=15, strategy="uniform"
     float
         ECE in ``[0, 1]`` (lower is better).
 
+    Raises
+    ------
+    ValueError
+        On invalid shapes, labels or probabilities as for :func:`nll`, if
+        ``n_bins < 1`` or if ``strategy`` is unknown.
+    TypeError
+        If ``n_bins`` is not an integer.
+
     References
     ----------
     .. [1] C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger, "On Calibration of
@@ -352,7 +494,8 @@ def member_disagreement(member_proba):
     Parameters
     ----------
     member_proba : array-like of shape (n_members, n_samples, n_classes)
-        Predicted probabilities (or scores) of each member.
+        Predicted probabilities of each member; each member's rows must be
+        probability vectors, as ``y_proba`` for :func:`nll`.
 
     Returns
     -------
@@ -362,7 +505,10 @@ def member_disagreement(member_proba):
     Raises
     ------
     ValueError
-        If ``member_proba`` is not 3-D or has no samples or classes.
+        If ``member_proba`` is not 3-D, has no members, samples or classes,
+        or is not an array of probabilities: a value is NaN or infinite, a
+        value lies more than 1e-6 outside ``[0, 1]``, or a row sum is more
+        than 1e-3 away from 1.
 
     References
     ----------
@@ -374,15 +520,8 @@ def member_disagreement(member_proba):
     >>> round(member_disagreement([[[0.9, 0.1]], [[0.2, 0.8]], [[0.6, 0.4]]]), 4)
     0.6667
     """
-    member_proba = np.asarray(member_proba)
-    if member_proba.ndim != 3:
-        raise ValueError(
-            "member_proba must be 3-D (n_members, n_samples, n_classes), "
-            f"got shape {member_proba.shape}."
-        )
+    member_proba = _check_member_proba(member_proba)
     n_members, n_samples, n_classes = member_proba.shape
-    if n_samples == 0 or n_classes == 0:
-        raise ValueError(f"member_proba has no samples or classes: shape {member_proba.shape}.")
     if n_members < 2:
         return 0.0
     pred = member_proba.argmax(axis=2)  # (n_members, n_samples)
@@ -414,6 +553,14 @@ def evaluate(estimator, X, y, *, n_bins=15):
         ``{"accuracy": float, "nll": float, "brier": float, "ece": float}``,
         with accuracy ``mean(classes_[argmax] == y)`` and the other entries as
         :func:`nll`, :func:`brier_score` and :func:`expected_calibration_error`.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` and ``estimator.predict_proba(X)`` fail the checks of
+        :func:`nll` with ``labels=estimator.classes_``: wrong shapes or
+        lengths, a label not in ``classes_``, or rows that are not
+        probabilities.
     """
     y_index, proba = _check_proba(y, estimator.predict_proba(X), estimator.classes_)
     return {

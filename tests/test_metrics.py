@@ -1,5 +1,6 @@
 """Tests for simplexens.metrics against scikit-learn and hand-computed oracles."""
 
+import re
 from itertools import combinations
 
 import numpy as np
@@ -51,6 +52,50 @@ def test_nll_with_labels_when_class_missing():
 def test_nll_zero_probability_is_finite():
     value = nll([0], [[0.0, 1.0]], labels=[0, 1])
     assert_allclose(value, -np.log(np.finfo(np.float64).tiny))
+
+
+def test_nll_matches_log_loss_inside_its_clipping_range():
+    # True-class probabilities within [eps, 1 - eps], where log_loss's clipping is inactive.
+    eps = np.finfo(np.float64).eps
+    proba = np.array([[1e-15, 1 - 1e-15], [1 - 1e-15, 1e-15], [0.3, 0.7], [0.999, 0.001]])
+    y = np.array([0, 0, 1, 1])
+    assert np.all(proba[np.arange(4), y] >= eps)
+    assert_allclose(nll(y, proba), log_loss(y, proba), rtol=1e-12)
+    assert_allclose(nll(y, proba), -np.mean(np.log([1e-15, 1 - 1e-15, 0.7, 0.001])), rtol=1e-12)
+
+
+def test_nll_matches_log_loss_float32():
+    # log_loss computes in float32 for float32 input, nll in float64: equal to float32 precision.
+    y, proba = _dirichlet_problem(14, n_samples=200, n_classes=3)
+    proba32 = proba.astype(np.float32)
+    assert_allclose(nll(y, proba32), log_loss(y, proba32), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("p_true", "ours", "theirs"),
+    [
+        # Exactly 0: nll clips at float64's tiny, log_loss at float64's eps.
+        (0.0, -np.log(np.finfo(np.float64).tiny), -np.log(np.finfo(np.float64).eps)),
+        # Between tiny and eps: nll does not clip, log_loss does.
+        (1e-20, -np.log(1e-20), -np.log(np.finfo(np.float64).eps)),
+        # Exactly 1: nll does not clip from above, log_loss clips to 1 - eps.
+        (1.0, 0.0, -np.log(1 - np.finfo(np.float64).eps)),
+    ],
+)
+def test_nll_clipping_differs_from_log_loss(p_true, ours, theirs):
+    proba = [[p_true, 1 - p_true]]
+    assert_allclose(nll([0], proba, labels=[0, 1]), ours, rtol=1e-12)
+    assert_allclose(log_loss([0], proba, labels=[0, 1]), theirs, rtol=1e-12)
+    assert abs(ours - theirs) > 1e-17
+
+
+def test_nll_clipping_float32_differs_from_log_loss():
+    # For float32 input log_loss clips at float32's eps (1.2e-7); nll keeps the value.
+    p_true = np.float32(1e-9)
+    proba = np.array([[p_true, 1 - p_true]], dtype=np.float32)
+    assert_allclose(nll([0], proba, labels=[0, 1]), -np.log(np.float64(p_true)), rtol=1e-12)
+    expected = -np.log(np.finfo(np.float32).eps)
+    assert_allclose(log_loss([0], proba, labels=[0, 1]), expected, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------- brier
@@ -190,10 +235,11 @@ def test_confidence_one_lands_in_last_bin():
 
 def test_bin_rule_on_edges():
     # 4 uniform bins: edges 0, .25, .5, .75, 1 (exact in binary floating point).
+    # With 4 classes no confidence is below .25, so bin 0 holds only the uniform rows.
     proba = np.array(
         [
-            [0.00, 0.00, 0.00, 0.00],  # conf 0.00 -> bin 0 (first bin includes 0)
             [0.25, 0.25, 0.25, 0.25],  # conf 0.25 -> bin 0 (right-closed)
+            [0.25, 0.25, 0.25, 0.25],  # conf 0.25 -> bin 0
             [0.26, 0.25, 0.25, 0.24],  # conf 0.26 -> bin 1
             [0.50, 0.50, 0.00, 0.00],  # conf 0.50 -> bin 1
             [0.75, 0.25, 0.00, 0.00],  # conf 0.75 -> bin 2
@@ -203,7 +249,7 @@ def test_bin_rule_on_edges():
     bins = reliability_bins([0] * 6, proba, n_bins=4, labels=[0, 1, 2, 3])
     assert_allclose(bins.edges, [0.0, 0.25, 0.5, 0.75, 1.0])
     assert_array_equal(bins.counts, [2, 2, 1, 1])
-    assert_allclose(bins.confidence, [0.125, 0.38, 0.75, 1.0])
+    assert_allclose(bins.confidence, [0.25, 0.38, 0.75, 1.0])
 
 
 # ------------------------------------------------------------------ disagreement
@@ -258,7 +304,33 @@ def test_evaluate_logistic_regression(string_targets):
 
 # ------------------------------------------------------------------------ errors
 
-METRICS = [nll, brier_score, reliability_bins, expected_calibration_error]
+
+class _FixedProba:
+    """Stand-in for a fitted classifier whose ``predict_proba`` returns a given matrix."""
+
+    def __init__(self, proba, classes):
+        self.proba = proba
+        self.classes_ = np.asarray(classes)
+
+    def predict_proba(self, X):
+        return self.proba
+
+
+def _evaluate(y_true, y_proba, labels=None):
+    """Call ``evaluate`` with ``y_proba`` as the predictions, as the other metrics are called."""
+    classes = np.unique(y_true) if labels is None else labels
+    return evaluate(_FixedProba(y_proba, classes), np.zeros((len(y_proba), 1)), y_true)
+
+
+def _disagreement(y_true, y_proba, labels=None):
+    """Call ``member_disagreement`` with a valid member 0 and ``y_proba`` as member 1."""
+    y_proba = np.asarray(y_proba, dtype=float)
+    valid = np.full_like(y_proba, 1 / y_proba.shape[-1])
+    return member_disagreement(np.stack([valid, y_proba]))
+
+
+METRICS = [nll, brier_score, reliability_bins, expected_calibration_error, _evaluate]
+ALL_METRICS = [*METRICS, _disagreement]
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -285,6 +357,159 @@ def test_invalid_inputs_raise(metric, y_true, y_proba, labels, match):
         metric(y_true, y_proba, labels=labels)
 
 
+@pytest.mark.parametrize("metric", ALL_METRICS)
+@pytest.mark.parametrize(
+    ("y_proba", "match"),
+    [
+        ([[np.nan, 0.5], [0.5, 0.5]], "contains NaN or infinite values"),
+        ([[0.5, 0.5], [np.inf, 0.0]], "contains NaN or infinite values"),
+        ([[0.5, 0.5], [-np.inf, 1.0]], "contains NaN or infinite values"),
+        (np.full((2, 2), np.nan), "contains NaN or infinite values"),
+        ([[1.5, -0.5], [0.5, 0.5]], "contains negative values"),
+        ([[-2e-6, 1.0], [0.5, 0.5]], "contains negative values"),
+        ([[1.88, 0.12], [0.5, 0.5]], "contains values greater than 1"),
+        ([[1.0 + 2e-6, 0.0], [0.5, 0.5]], "contains values greater than 1"),
+        (
+            [[0.5, 0.5], [0.9, 0.8]],
+            r"rows must sum to 1 \(tolerance 1e-3\);.*row 1 sums to 1\.7\.",
+        ),
+        (
+            [[0.2, 0.2], [0.5, 0.5]],
+            r"rows must sum to 1 \(tolerance 1e-3\);.*row 0 sums to 0\.4\.",
+        ),
+        ([[0.5, 0.5011], [0.5, 0.5]], r"row 0 sums to 1\.0011\."),
+        ([[0.5, 0.5], [0.4989, 0.5]], r"row 1 sums to 0\.9989\."),
+    ],
+)
+def test_invalid_probabilities_raise(metric, y_proba, match):
+    with pytest.raises(ValueError, match=match):
+        metric([0, 1], y_proba)
+
+
+def _full(message):
+    return f"^{re.escape(message)}$"
+
+
+@pytest.mark.parametrize(
+    ("y_proba", "message"),
+    [
+        (
+            [[0.5, np.nan], [0.5, 0.5]],
+            "y_proba contains NaN or infinite values: y_proba[0, 1] is nan; "
+            "probabilities must lie in [0, 1] (tolerance 1e-6).",
+        ),
+        (
+            [[0.5, 0.5], [-0.5, 1.5]],
+            "y_proba contains negative values: y_proba[1, 0] is -0.5; "
+            "probabilities must lie in [0, 1] (tolerance 1e-6).",
+        ),
+        (
+            [[1.88, 0.12], [0.5, 0.5]],
+            "y_proba contains values greater than 1: y_proba[0, 0] is 1.88; "
+            "probabilities must lie in [0, 1] (tolerance 1e-6).",
+        ),
+        (
+            [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.9, 0.8], [0.0, 0.0]],
+            "y_proba rows must sum to 1 (tolerance 1e-3); row 3 sums to 1.7.",
+        ),
+    ],
+)
+def test_invalid_probability_messages(y_proba, message):
+    y = [0, 1, 0, 1, 0][: len(y_proba)]
+    with pytest.raises(ValueError, match=_full(message)):
+        nll(y, y_proba)
+
+
+def test_invalid_member_probability_messages():
+    member_proba = np.full((3, 2, 2), 0.5)
+    member_proba[2, 1] = [0.9, 0.8]
+    message = "member_proba rows must sum to 1 (tolerance 1e-3); member 2, row 1 sums to 1.7."
+    with pytest.raises(ValueError, match=_full(message)):
+        member_disagreement(member_proba)
+    message = (
+        "member_proba contains NaN or infinite values: member_proba[0, 0, 0] is nan; "
+        "probabilities must lie in [0, 1] (tolerance 1e-6)."
+    )
+    with pytest.raises(ValueError, match=_full(message)):
+        member_disagreement(np.full((3, 4, 2), np.nan))
+
+
+def test_evaluate_checks_predictions_of_estimator():
+    estimator = _FixedProba(np.array([[0.9, 0.8], [0.5, 0.5]]), classes=[0, 1])
+    with pytest.raises(ValueError, match=r"row 0 sums to 1\.7"):
+        evaluate(estimator, np.zeros((2, 1)), [0, 1])
+    with pytest.raises(ValueError, match="y_true has 3 samples but y_proba has 2"):
+        evaluate(_FixedProba(np.full((2, 2), 0.5), [0, 1]), np.zeros((2, 1)), [0, 1, 1])
+
+
+# Values on the edge of the tolerances, with y_true = [0, 1]:
+#   float32 1.0000001 is 1 + 2**-23, inside the 1e-6 range tolerance and clipped to 1;
+#   -5e-7 is inside it too and clipped to 0; row sums of 1 +- 9e-4 are inside 1e-3.
+EDGE_PROBA = [
+    np.array([[1.0000001, 0.0], [0.25, 0.75]], dtype=np.float32),
+    np.array([[1.0000005, -5e-7], [0.25, 0.75]]),
+    np.array([[1.0, 0.0009], [0.2491, 0.75]]),
+]
+
+
+@pytest.mark.parametrize("proba", EDGE_PROBA)
+def test_values_within_tolerance_are_accepted(proba):
+    # After clipping into [0, 1]: sample 0 is right with confidence 1, sample 1 with .75.
+    y = [0, 1]
+    assert_allclose(nll(y, proba), -np.log(0.75) / 2, rtol=1e-12)
+    expected_brier = np.mean(np.sum((np.clip(proba.astype(float), 0, 1) - np.eye(2)) ** 2, axis=1))
+    assert_allclose(brier_score(y, proba), expected_brier, rtol=1e-12)
+    bins = reliability_bins(y, proba, n_bins=4)
+    assert_array_equal(bins.counts, [0, 0, 1, 1])
+    assert_allclose(bins.confidence[2:], [0.75, 1.0], rtol=1e-12)
+    assert_allclose(bins.ece, 0.125, rtol=1e-12)
+    assert_allclose(expected_calibration_error(y, proba, n_bins=4), 0.125, rtol=1e-12)
+    assert_allclose(member_disagreement(np.stack([proba, proba[:, ::-1]])), 1.0)
+    result = _evaluate(y, proba)
+    assert_allclose(
+        [result["accuracy"], result["nll"], result["brier"], result["ece"]],
+        [1.0, -np.log(0.75) / 2, expected_brier, 0.125],
+        rtol=1e-12,
+    )
+
+
+def _loop_ece(y_index, proba, n_bins):
+    """ECE with uniform right-closed bins, one bin at a time."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_index
+    bin_id = np.maximum(np.ceil(confidence * n_bins).astype(int) - 1, 0)
+    ece = 0.0
+    for b in range(n_bins):
+        members = bin_id == b
+        if members.any():
+            gap = abs(correct[members].mean() - confidence[members].mean())
+            ece += members.sum() / len(proba) * gap
+    return ece
+
+
+def test_float32_softmax_rows_are_accepted():
+    rng = np.random.default_rng(15)
+    logits = rng.normal(scale=3.0, size=(3, 400, 10)).astype(np.float32)
+    member_proba = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    proba = member_proba.mean(axis=0)
+    assert proba.dtype == np.float32
+    sums = proba.astype(np.float64).sum(axis=1)
+    assert np.any(sums != 1.0)  # rounding is present, so the tolerance is exercised
+    y = rng.integers(0, 10, size=400)
+    proba64 = proba.astype(np.float64)
+    assert_allclose(nll(y, proba), log_loss(y, proba, labels=np.arange(10)), rtol=1e-6)
+    expected_brier = np.mean(np.sum((proba64 - np.eye(10)[y]) ** 2, axis=1))
+    assert_allclose(brier_score(y, proba, labels=np.arange(10)), expected_brier, rtol=1e-12)
+    expected_ece = _loop_ece(y, proba64, 15)
+    assert_allclose(reliability_bins(y, proba).ece, expected_ece, rtol=1e-12)
+    assert_allclose(expected_calibration_error(y, proba), expected_ece, rtol=1e-12)
+    expected = _brute_force_disagreement(member_proba)
+    assert_allclose(member_disagreement(member_proba), expected, rtol=1e-12)
+    result = _evaluate(y, proba, labels=np.arange(10))
+    assert_allclose(result["accuracy"], np.mean(proba.argmax(axis=1) == y))
+    assert_allclose(result["ece"], expected_ece, rtol=1e-12)
+
+
 @pytest.mark.parametrize("metric", [reliability_bins, expected_calibration_error])
 def test_invalid_n_bins_and_strategy(metric):
     y, proba = _dirichlet_problem(13, n_samples=20)
@@ -309,6 +534,7 @@ def test_member_disagreement_requires_3d(shape):
         member_disagreement(np.ones(shape))
 
 
-def test_member_disagreement_requires_samples():
-    with pytest.raises(ValueError, match="no samples or classes"):
-        member_disagreement(np.ones((3, 0, 2)))
+@pytest.mark.parametrize("shape", [(0, 4, 2), (3, 0, 2), (3, 4, 0)])
+def test_member_disagreement_requires_members_samples_classes(shape):
+    with pytest.raises(ValueError, match="at least one member, sample and class"):
+        member_disagreement(np.ones(shape))
