@@ -8,23 +8,30 @@ Bayesian model average of the members' softmax probabilities.
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
+import warnings
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from .backends.batchnorm import recalibrate_batchnorm
+from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
+from .backends.batching import batch_size_for, batch_slices
+from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .backends.functional import ParameterStack
 from .backends.modules import ModuleSpec
 from .backends.parallel import private_rng
+from .backends.progress import Progress, progress_bar
+from .backends.skorch import Phase, check_callbacks, fixed_split
+from .exceptions import DivergenceError
 
 #: Prefixes of the parameters routed to skorch, exactly as skorch names them.
 ROUTED_PREFIXES = (
@@ -35,6 +42,24 @@ ROUTED_PREFIXES = (
     "iterator_valid__",
     "callbacks__",
 )
+
+#: Rows of the training data the module is tried on before training.
+CHECK_ROWS = 8
+
+#: Devices a network can be trained on.
+COMPUTE_DEVICES = ("cpu", "cuda", "mps")
+
+BATCH_SIZE = Integer(1, also=(-1,))
+
+#: Constraints of the training parameters all estimators share.
+TRAINING_CONSTRAINTS = {
+    "lr": Real(0, None, "neither"),
+    "max_epochs": Integer(1),
+    "batch_size": BATCH_SIZE,
+    "verbose": Integer(0),
+    "n_jobs": Integer(none=True, exclude=(0,)),
+    "working_memory": Real(0, None, "neither", none=True),
+}
 
 #: Parameters passed to every member's skorch net as they are.
 NET_PARAMETERS = (
@@ -75,11 +100,29 @@ class FitResult:
 
 @dataclass
 class TrainingData:
-    """Validated training data and what was learnt about it."""
+    """Validated training data and what was learnt about it.
+
+    Attributes
+    ----------
+    X, y : ndarray
+        All rows, validation rows included; ``y`` encoded.
+    classes : ndarray
+        The labels, in the order of the encoding.
+    rows : ndarray or None
+        Indices of the training rows (all but the validation rows).
+    net : dict
+        Settings every member's net gets on top of the estimator's: the split applied once,
+        loader settings.
+    progress : Progress
+        The handle members report their epochs to.
+    """
 
     X: np.ndarray
     y: np.ndarray
     classes: np.ndarray
+    rows: np.ndarray | None = None
+    net: dict = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
 
 
 class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -122,23 +165,50 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         head = prefix + "__"
         return {k[len(head) :]: v for k, v in routed.items() if k.startswith(head)}
 
-    def _net_kwargs(self) -> dict:
-        """Arguments of each member's skorch net, ``module`` and ``module__*`` excluded."""
+    def _net_kwargs(self, data: TrainingData) -> dict:
+        """Arguments of each member's skorch net, ``module`` and ``module__*`` excluded.
+
+        The training parameters, with the split and loader settings of ``data``.
+        """
         kwargs = {name: getattr(self, name) for name in NET_PARAMETERS}
         kwargs.update({k: v for k, v in self._routed().items() if not k.startswith("module__")})
+        kwargs.update(data.net)
         return kwargs
 
+    def _phases(self, data: TrainingData) -> list[Phase]:
+        """Each trained member's name in messages, and where it reports progress."""
+        rates, n = (("lr", self.lr),), self._n_trained()
+        name = type(self).__name__
+        return [Phase(name, i, n, "training", rates, progress=data.progress) for i in range(n)]
+
+    def _progress_bar(self):
+        return progress_bar(
+            self._planned_epochs(),
+            self.verbose,
+            self.n_jobs,
+            n_members=self._n_trained(),
+            desc=self._member_name,
+        )
+
+    #: What a trained member is called in progress labels.
+    _member_name = "member"
+
+    @abstractmethod
+    def _n_trained(self) -> int:
+        """Number of networks trained independently (members, modes, runs)."""
+
+    @abstractmethod
+    def _planned_epochs(self) -> int:
+        """Epochs the fit will train if nothing stops it early (for the progress bar)."""
+
     def _check_params(self) -> None:
-        _check_routed_names(self._routed())
-        check_scalar(self.lr, "lr", numbers.Real, min_val=0, include_boundaries="neither")
-        check_scalar(self.max_epochs, "max_epochs", numbers.Integral, min_val=1)
-        sizes = {"batch_size": self.batch_size}
+        routed = self._routed()
+        check_routed_names(routed, ROUTED_PREFIXES, self._get_param_names())
+        check_parameters(self, {**TRAINING_CONSTRAINTS, **self._constraints})
+        check_routed_scalars(routed)
         for route in ("iterator_train", "iterator_valid"):
             if "batch_size" in self._routed(route):
-                sizes[f"{route}__batch_size"] = self._routed(route)["batch_size"]
-        for name, size in sizes.items():
-            if size != -1:
-                check_scalar(size, name, numbers.Integral, min_val=1)
+                BATCH_SIZE.check(f"{route}__batch_size", self._routed(route)["batch_size"])
         for name in ("criterion", "optimizer"):
             if not callable(getattr(self, name)):
                 raise TypeError(
@@ -149,12 +219,15 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 f"train_split must be None or a callable such as skorch's ValidSplit, got "
                 f"{self.train_split!r}."
             )
+        check_callbacks(self.callbacks, self.train_split)
         _check_device(self.device)
         self._check_method_params()
 
-    @abstractmethod
+    #: The method's own parameters: name -> constraint (see :mod:`simplexens._params`).
+    _constraints: ClassVar[dict] = {}
+
     def _check_method_params(self) -> None:
-        """Check the method's own parameters; raise with a clear message."""
+        """Checks across the method's parameters that a table cannot express."""
 
     # -- fit --------------------------------------------------------------------------------
 
@@ -172,6 +245,27 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError, TypeError
+            Invalid parameters or data, before any training.
+        simplexens.exceptions.DivergenceError
+            Training diverged: a non-finite or exploding training loss, non-finite weights
+            after a phase, or members with non-finite outputs. The message names the
+            member, the phase and the learning rate to lower.
+        KeyboardInterrupt
+            Ctrl-C stops the whole fit, with ``n_jobs=1`` as with worker processes.
+
+        Notes
+        -----
+        A failed or interrupted ``fit`` leaves the estimator unfitted (the state of an
+        earlier fit is removed too) and the caller's arrays unmodified.
+
+        Not supported yet: ``sample_weight``, ``class_weight``, ``partial_fit`` and
+        ``warm_start``. Pickling a fitted estimator stores the module's class by reference:
+        define it in an importable module, not in ``__main__`` or a notebook cell, to load
+        the pickle elsewhere.
         """
         self._forget_fit()
         try:
@@ -179,13 +273,18 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             data = self._validate_training_data(X, y)
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
-            result = self._fit_members(spec, data, rng)
+            data = self._plan_batches(data, template, rng)
+            with self._progress_bar() as progress:
+                data = dataclasses.replace(data, progress=progress)
+                result = self._fit_members(spec, data, rng)
             stack = ParameterStack.from_members(template, result.members, self.device)
             if result.recalibrate:
-                recalibrate_batchnorm(stack, self._batches(data.X, stack.device))
+                recalibrate_batchnorm(stack, self._batches(data.X[data.rows], stack))
+            self._check_final_members(stack, data)
         except BaseException:
             self._forget_fit()
             raise
+        self.input_shape_ = data.X.shape[1:]
         self.classes_ = data.classes
         self.module_spec_ = spec
         self.members_ = stack
@@ -194,23 +293,76 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         vars(self).update(result.attributes)
         return self
 
+    def _plan_batches(self, data: TrainingData, template: nn.Module, rng) -> TrainingData:
+        """Split off the validation rows once, and keep BatchNorm off one-row batches.
+
+        ``train_split`` is applied here, once per fit, so that every member and every phase
+        holds out the same rows (a ``ValidSplit`` without a ``random_state`` is seeded from
+        the estimator's ``random_state``). With BatchNorm in the module, a last training batch
+        of one row (which BatchNorm cannot normalise) is dropped from every epoch.
+        """
+        split = None
+        if self.train_split is not None:
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            split = fixed_split(self.train_split, data.X, data.y, seed)
+        rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
+        net = {"train_split": split}
+        if batchnorm_layers(template):
+            net.update(self._batchnorm_loader(len(rows)))
+        return dataclasses.replace(data, rows=rows, net=net)
+
+    def _batchnorm_loader(self, n_rows: int) -> dict:
+        loader = self._routed("iterator_train")
+        step = loader.get("batch_size", self.batch_size)
+        step = n_rows if step == -1 else step
+        if min(step, n_rows) < 2:
+            raise ValueError(
+                f"the module has BatchNorm layers, which need at least 2 rows per training "
+                f"batch; got batches of {min(step, n_rows)} row (batch_size={step}, "
+                f"{n_rows} training rows)."
+            )
+        if n_rows % step == 1 and not loader.get("drop_last", False):
+            return {"iterator_train__drop_last": True}
+        return {}
+
+    def _check_final_members(self, stack: ParameterStack, data: TrainingData) -> None:
+        """Raise :class:`DivergenceError` if a member's probabilities are not finite."""
+        batch = torch.tensor(data.X[data.rows[:CHECK_ROWS]], device=stack.device)
+        logits = stack.forward(batch)
+        finite = torch.isfinite(logits.flatten(1)).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise DivergenceError(
+                f"{type(self).__name__} diverged: member(s) {', '.join(str(i) for i in bad)} of "
+                f"{stack.n_members} (0-based) give non-finite outputs on the training data. "
+                f"{self._divergence_advice()}"
+            )
+
+    def _divergence_advice(self) -> str:
+        return f"Try a lower lr (now {self.lr})."
+
     @abstractmethod
     def _fit_members(
         self, spec: ModuleSpec, data: TrainingData, rng: np.random.RandomState
     ) -> FitResult:
         """Train the method's members."""
 
-    def _batches(self, X: np.ndarray, device):
-        """``X`` in consecutive training batches, as tensors on ``device``.
+    def _batches(self, X: np.ndarray, stack: ParameterStack):
+        """``X`` in consecutive batches for BatchNorm recalibration, on the stack's device.
 
-        Batches as the training loader makes them (``iterator_train__batch_size`` or
-        ``batch_size``; the remainder dropped with ``iterator_train__drop_last=True``), in order.
+        All rows, in order, sized as prediction sizes them (not by the training batch size):
+        ``iterator_valid__batch_size`` when set (``-1``: all rows at once), else as many rows
+        as ``working_memory`` allows for all members together (:func:`batch_size_for`). With
+        BatchNorm layers in the module, no batch has a single row (BatchNorm in training mode
+        cannot normalise one value per channel): batches hold at least 2 rows, and a last
+        batch of 1 row is merged into the one before. Lazy: nothing is measured unless the
+        batches are read.
         """
-        loader = self._routed("iterator_train")
-        step = loader.get("batch_size", self.batch_size)
-        step = len(X) if step == -1 else step
-        stop = len(X) - len(X) % step if loader.get("drop_last", False) else len(X)
-        return (torch.tensor(X[i : i + step], device=device) for i in range(0, stop, step))
+        size = self._routed("iterator_valid").get("batch_size")
+        step = batch_size_for(stack, X, size, self.working_memory)
+        min_rows = 2 if batchnorm_layers(stack.template) else 1
+        for rows in batch_slices(len(X), step, min_rows):
+            yield torch.tensor(X[rows], device=stack.device)
 
     def _forget_fit(self) -> None:
         params = self.get_params(deep=False)
@@ -247,24 +399,42 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         )
         with private_rng(0, self.device):
             template = spec.build().to(self.device)
-        _check_module_output(template, data.X[:2], len(data.classes), self.device)
+        _check_module_output(template, data.X[:CHECK_ROWS], spec, len(data.classes), self.device)
+        self._check_module(template)
         return spec, template
+
+    def _check_module(self, template: nn.Module) -> None:
+        """Checks of the built module that are the method's own (e.g. its parameter count)."""
 
     # -- predict ----------------------------------------------------------------------------
 
     def _member_log_proba_batches(self, X):
         """Check ``X`` and iterate over the members' float64 log-probabilities, batch by batch.
 
-        Each item has shape ``(n_members, n_rows_in_batch, n_classes)``.
+        Each item has shape ``(n_members, n_rows_in_batch, n_classes)``. Rows per batch:
+        ``iterator_valid__batch_size`` when set (``-1``: all rows at once), else as many as
+        ``working_memory`` allows for all members together, measured on every call by one
+        forward pass of the module on two rows (:func:`batch_size_for`); the training
+        ``batch_size`` plays no part. Batching does not change the results.
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
-        step = self._routed("iterator_valid").get("batch_size", self.batch_size)
-        step = len(X) if step == -1 else step
-        return (self._member_log_proba(X[i : i + step]) for i in range(0, len(X), step))
+        size = self._routed("iterator_valid").get("batch_size")
+        step = batch_size_for(self.members_, X, size, self.working_memory)
+        return (self._member_log_proba(X[rows]) for rows in batch_slices(len(X), step))
 
     def _member_log_proba(self, X: np.ndarray) -> torch.Tensor:
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(
+                f"X has rows of shape {X.shape[1:]}, but {type(self).__name__} was fitted on "
+                f"rows of shape {self.input_shape_}."
+            )
         logits = self.members_.forward(torch.tensor(X, device=self.members_.device))
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(
+                "the members' outputs on X are not finite (NaN or inf); are X's values far "
+                "outside the range of the training data?"
+            )
         return logits.to(torch.float64).log_softmax(dim=-1)
 
     def predict_member_proba(self, X):
@@ -339,26 +509,26 @@ def store_parameters(estimator: BaseEnsembleClassifier, arguments: dict) -> None
     vars(estimator).update(arguments.get("kwargs", {}))
 
 
-def _check_routed_names(kwargs: dict) -> None:
-    unknown = [k for k in kwargs if not k.startswith(ROUTED_PREFIXES)]
-    if unknown:
-        raise TypeError(
-            f"unexpected parameter(s) {', '.join(map(repr, unknown))}; extra parameters must "
-            f"start with one of {', '.join(ROUTED_PREFIXES)}."
-        )
-
-
 def _check_device(device) -> None:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a torch device: {exc}") from exc
+    if device.type not in COMPUTE_DEVICES:
+        raise ValueError(
+            f"device={str(device)!r} cannot train a network; use one of "
+            f"{', '.join(COMPUTE_DEVICES)} (with an index for cuda, e.g. 'cuda:0')."
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} was requested but CUDA is not available.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' was requested but MPS is not available.")
 
 
-def _check_module_output(module: nn.Module, X: np.ndarray, n_classes: int, device) -> None:
-    """Run the module on two rows and check it returns one logit per class."""
+def _check_module_output(
+    module: nn.Module, X: np.ndarray, spec: ModuleSpec, n_classes: int, device
+) -> None:
+    """Run the module on a few rows: it must return one logit per class, not probabilities."""
     batch = torch.tensor(X, device=device)
     was_training = module.training
     module.eval()
@@ -367,8 +537,8 @@ def _check_module_output(module: nn.Module, X: np.ndarray, n_classes: int, devic
             out = module(batch)
     except Exception as exc:
         raise ValueError(
-            f"the module failed on an input batch of shape {tuple(batch.shape)}: "
-            f"{type(exc).__name__}: {exc}"
+            f"the module failed on an input batch of shape {tuple(batch.shape)}"
+            f"{_filled_hint(spec)}: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         module.train(was_training)
@@ -378,5 +548,31 @@ def _check_module_output(module: nn.Module, X: np.ndarray, n_classes: int, devic
             f"the module must return logits of shape (n_samples, n_classes) = "
             f"({len(X)}, {n_classes}) for the {n_classes} classes in y, but returned {shape}; "
             "give its last layer n_classes outputs (a constructor argument named n_classes is "
-            "filled from the data)."
+            f"filled from the data){_filled_hint(spec)}."
+        )
+    _warn_if_probabilities(out)
+
+
+def _filled_hint(spec: ModuleSpec) -> str:
+    filled = {k: spec.kwargs[k] for k in spec.filled if k in spec.kwargs}
+    if not filled:
+        return ""
+    values = ", ".join(f"{k}={v}" for k, v in filled.items())
+    return (
+        f" (filled from the data: {values}; n_features_in is X.shape[1], which for N-d input "
+        "is the size of the second axis only; set module__n_features_in to override)"
+    )
+
+
+def _warn_if_probabilities(out: torch.Tensor) -> None:
+    """Warn when every row is non-negative and sums to one: softmax applied twice otherwise."""
+    out = out.detach().to(torch.float64)
+    sums = out.sum(dim=1)
+    if bool((out >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
+        warnings.warn(
+            "the module's outputs look like probabilities (non-negative rows summing to 1); "
+            "the loss and the predictions apply softmax themselves, so return logits: remove "
+            "the final softmax layer.",
+            UserWarning,
+            stacklevel=4,
         )

@@ -20,18 +20,29 @@ criterion : type, default=torch.nn.CrossEntropyLoss
     max_epochs : int, default=10
         Epochs of ordinary training of each mode (see the estimator's description).
     batch_size : int, default=128
-        Mini-batch size for training and prediction (``-1``: the whole data set); prediction
-        uses ``iterator_valid__batch_size`` when set.
+        Mini-batch size for training (``-1``: the whole data set). Prediction and BatchNorm
+        recalibration choose their own (see ``working_memory``). With BatchNorm in the
+        module, a last training batch of one row is dropped from every epoch (BatchNorm
+        cannot normalise one value per channel); the shuffle drops a different row each time.
     device : str or torch.device, default="cpu"
         Where members are trained and evaluated, e.g. ``"cuda"``.
-    callbacks : list of skorch callbacks or None, default=None
-        Extra skorch callbacks for every member's training (``ProgressBar``, ``LRScheduler``,
-        ``EarlyStopping``...).
+    callbacks : list of skorch Callback instances or (name, callback) pairs, or None
+        Extra skorch callbacks for every training phase of every member, each phase with
+        its own copy (``LRScheduler``, ``EarlyStopping``, ``Checkpoint``...). A callback
+        that stops training early (``EarlyStopping``) ends the phase it runs in: a member's
+        training, an ESPRO mode or vertex, FGE's pretraining or cycles, a SWAG run. A
+        callback that monitors a ``valid_*`` score needs a ``train_split``.
     verbose : int, default=0
-        skorch's verbosity; 0 prints nothing, 1 prints each member's epoch table.
+        0 prints nothing; 1 shows one progress bar over the whole fit (all members, phases
+        and epochs), labelled with the member and phase; 2 adds skorch's per-epoch table of
+        every phase, under a line naming member and phase. Colour codes are left out when
+        the stream is not a terminal.
     train_split : callable or None, default=None
-        skorch's validation split. ``None`` trains on all the data (skorch's own default
-        silently holds out 20%).
+        skorch's validation split, e.g. ``skorch.dataset.ValidSplit(0.2)``. ``None`` trains
+        on all the data (skorch's own default silently holds out 20%). The split is applied
+        once per ``fit``: every member and every phase holds out the same rows and never
+        trains on them (a ``ValidSplit`` without ``random_state`` is seeded from
+        ``random_state``); BatchNorm statistics are recomputed on the training rows only.
     random_state : int, RandomState instance or None, default=None
         Seeds every member's initial weights, data order and sampling. The same value gives
         the same predictions; across ``n_jobs`` settings they agree up to float rounding
@@ -40,6 +51,11 @@ criterion : type, default=torch.nn.CrossEntropyLoss
     n_jobs : int or None, default=None
         Members trained in parallel through joblib (process backends: loky by default, Dask or
         Ray inside :func:`joblib.parallel_backend`). ``None`` means 1 outside such a context.
+    working_memory : int or None, default=None
+        Memory budget in MiB for one batch of prediction or BatchNorm recalibration, all
+        members' work together (as scikit-learn's ``working_memory``); ``None`` uses
+        ``sklearn.get_config()["working_memory"]`` (1024 by default). Ignored when
+        ``iterator_valid__batch_size`` is set.
     **kwargs
         Routed parameters, as in skorch: ``module__*``, ``optimizer__*`` (e.g.
         ``optimizer__momentum=0.9``), ``criterion__*``, ``iterator_train__*``,
@@ -51,6 +67,8 @@ classes_ : ndarray of shape (n_classes,)
         The labels seen in ``fit``.
     n_features_in_ : int
         ``X.shape[1]`` seen in ``fit``.
+    input_shape_ : tuple of int
+        ``X.shape[1:]`` seen in ``fit``; prediction requires the same.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Column names, when ``X`` was a frame with string column names.
     n_members_ : int

@@ -241,7 +241,7 @@ class WrongWidth(torch.nn.Module):
         (dict(X="1d"), ValueError, "Expected 2D array"),
         (dict(y="one class"), ValueError, "at least 2 classes.*only one class: 3"),
         (dict(y="continuous"), ValueError, "Unknown label type"),
-        (dict(module=WrongWidth), ValueError, r"logits of shape.*\(2, 10\).*returned \(2, 3\)"),
+        (dict(module=WrongWidth), ValueError, r"logits of shape.*\(8, 10\).*returned \(8, 3\)"),
         (dict(module=MLP, module__n_features_in=5), ValueError, "module failed on an input"),
         (dict(module=MLP, module__width=5), TypeError, r"could not build module MLP\("),
         (dict(module="MLP"), TypeError, "module must be an nn.Module subclass"),

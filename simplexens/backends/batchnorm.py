@@ -54,8 +54,20 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
     if not layers:
         return 0
     batches = list(batches)
+    saved = {name: t.clone() for name, t in _statistics(stack, layers).items()}
+    try:
+        return _recalibrate(stack, layers, batches)
+    except BaseException:
+        # A failed recalibration leaves the statistics as they were.
+        for name, t in saved.items():
+            stack.tensors[name].copy_(t)
+        raise
+
+
+def _recalibrate(stack: ParameterStack, layers: dict, batches: list) -> int:
     _reset(stack, layers)
-    if batches and stack.choose_strategy(batches[0]) == "vmap":
+    vectorised = bool(batches) and stack.choose_strategy(batches[0]) == "vmap"
+    if vectorised:
 
         def call(tensors, x):
             return functional_call(stack.template, tensors, (x,))
@@ -66,11 +78,20 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
             )
             return len(batches)
         except RuntimeError:  # a module vmap cannot run: one member after another
-            stack.prefer_loop()
             _reset(stack, layers)
     for replica in stack.replicas():
         _average_over(batchnorm_layers(replica), batches, replica)
+    if vectorised:
+        stack.prefer_loop()  # only now that the loop has worked
     return len(batches)
+
+
+def _statistics(stack: ParameterStack, layers: dict) -> dict:
+    names = []
+    for name in layers:
+        prefix = f"{name}." if name else ""
+        names += [f"{prefix}{k}" for k in ("running_mean", "running_var", "num_batches_tracked")]
+    return {name: stack.tensors[name] for name in names}
 
 
 def _reset(stack: ParameterStack, layers: dict[str, _BatchNorm]) -> None:

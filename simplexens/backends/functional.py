@@ -106,7 +106,8 @@ class ParameterStack:
         strategy : {"auto", "vmap", "loop"}, default="auto"
             ``"vmap"``: one :func:`torch.func.vmap` call over the member axis; ``"loop"``: one
             ordinary forward pass per member; ``"auto"``: :meth:`choose_strategy`. A module
-            that vmap cannot run falls back to the loop.
+            that vmap cannot run falls back to the loop, for good once the loop has
+            succeeded; a batch that fails both ways raises and leaves the stack as it was.
 
         Returns
         -------
@@ -115,19 +116,25 @@ class ParameterStack:
         """
         if strategy == "auto":
             strategy = self.choose_strategy(x)
-        if strategy == "vmap":
-            try:
-                return self._forward_vmap(x)
-            except RuntimeError as exc:
-                self.prefer_loop()
-                warnings.warn(
-                    f"vectorised evaluation failed ({exc}); evaluating members one by one.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        replicas = self.replicas()
+        if strategy == "loop":
+            return self._forward_loop(x)
+        try:
+            return self._forward_vmap(x)
+        except RuntimeError as exc:
+            # Switch for good only if the members run one by one on this batch: a batch the
+            # module cannot take at all (a wrong shape) fails here and changes nothing.
+            out = self._forward_loop(x)
+            self.prefer_loop()
+            warnings.warn(
+                f"vectorised evaluation failed ({exc}); evaluating members one by one.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
+
+    def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return torch.stack([replica(x) for replica in replicas])
+            return torch.stack([replica(x) for replica in self.replicas()])
 
     def prefer_loop(self) -> None:
         """Evaluate members one by one from now on (after vmap failed on the module)."""

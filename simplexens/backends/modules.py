@@ -67,10 +67,13 @@ class ModuleSpec:
     kwargs : dict
         Constructor arguments (the ``module__*`` parameters, plus the data arguments filled in
         by :meth:`resolve`).
+    filled : tuple of str, default=()
+        The names in ``kwargs`` that :meth:`resolve` filled from the data.
     """
 
     module: Any
     kwargs: dict = field(default_factory=dict)
+    filled: tuple = ()
 
     @classmethod
     def resolve(
@@ -97,13 +100,10 @@ class ModuleSpec:
                 "module must be an nn.Module subclass, a callable returning an nn.Module, or "
                 f"an nn.Module instance; got {module!r}."
             )
-        filled = dict(kwargs)
         accepted = _accepted_arguments(module)
         data = {"n_features_in": n_features_in, "n_classes": n_classes}
-        for name in DATA_ARGUMENTS:
-            if name in accepted and name not in filled:
-                filled[name] = data[name]
-        return cls(module, filled)
+        filled = tuple(n for n in DATA_ARGUMENTS if n in accepted and n not in kwargs)
+        return cls(module, {**kwargs, **{n: data[n] for n in filled}}, filled)
 
     def build(self) -> nn.Module:
         """Return a new module, drawing its initial weights from torch's global generator."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
+from typing import ClassVar
 
 import torch
-from sklearn.utils import check_scalar
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
+from .._params import Integer
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import fit_member
 
@@ -78,15 +78,25 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
         train_split=None,
         random_state=None,
         n_jobs=None,
+        working_memory=None,
         **kwargs,
     ):
         store_parameters(self, locals())
 
-    def _check_method_params(self):
-        check_scalar(self.n_estimators, "n_estimators", numbers.Integral, min_val=1)
+    _constraints: ClassVar[dict] = {"n_estimators": Integer(1)}
+
+    def _n_trained(self):
+        return self.n_estimators
+
+    def _planned_epochs(self):
+        return self.n_estimators * self.max_epochs
 
     def _fit_members(self, spec, data, rng):
-        kwargs = self._net_kwargs()
-        jobs = [(spec, kwargs, data.X, data.y, s) for s in member_seeds(rng, self.n_estimators)]
+        kwargs = self._net_kwargs(data)
+        seeds = member_seeds(rng, self.n_estimators)
+        jobs = [
+            (spec, kwargs, data.X, data.y, seed, phase)
+            for seed, phase in zip(seeds, self._phases(data), strict=True)
+        ]
         results = run_members(fit_member, jobs, self.n_jobs)
         return FitResult([r.tensors for r in results], sum(r.epochs for r in results))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
+from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.utils import check_scalar
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
+from .._params import Boolean, Integer, Real
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import VertexSchedule, fit_simplex
 from ..geometry.simplex import simplex_points
@@ -120,28 +120,42 @@ class ESPROClassifier(BaseEnsembleClassifier):
         train_split=None,
         random_state=None,
         n_jobs=None,
+        working_memory=None,
         **kwargs,
     ):
         store_parameters(self, locals())
 
-    def _check_method_params(self):
-        for name in ("n_modes", "n_vertices", "n_train_samples", "n_predict_samples"):
-            check_scalar(getattr(self, name), name, numbers.Integral, min_val=1)
-        check_scalar(self.epochs_per_vertex, "epochs_per_vertex", numbers.Integral, min_val=1)
-        check_scalar(self.volume_lambda, "volume_lambda", numbers.Real, min_val=0)
-        check_scalar(
-            self.vertex_init_scale,
-            "vertex_init_scale",
-            numbers.Real,
-            min_val=0,
-            include_boundaries="neither",
-        )
-        if self.vertex_lr is not None:
-            check_scalar(
-                self.vertex_lr, "vertex_lr", numbers.Real, min_val=0, include_boundaries="neither"
+    _constraints: ClassVar[dict] = {
+        "n_modes": Integer(1),
+        "n_vertices": Integer(1),
+        "n_train_samples": Integer(1),
+        "n_predict_samples": Integer(1),
+        "epochs_per_vertex": Integer(1),
+        "volume_lambda": Real(0),
+        "vertex_init_scale": Real(0, None, "neither"),
+        "vertex_lr": Real(0, None, "neither", none=True),
+        "recalibrate_bn": Boolean(),
+    }
+
+    def _check_module(self, template):
+        trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
+        if self.n_vertices > trainable + 1:
+            raise ValueError(
+                f"n_vertices={self.n_vertices} is more than the module's {trainable} trainable "
+                f"parameters + 1: a simplex of that many vertices has no volume in a "
+                f"{trainable}-dimensional parameter space. Use n_vertices <= {trainable + 1}."
             )
-        if not isinstance(self.recalibrate_bn, bool | np.bool_):
-            raise TypeError(f"recalibrate_bn must be True or False, got {self.recalibrate_bn!r}.")
+
+    _member_name = "mode"
+
+    def _n_trained(self):
+        return self.n_modes
+
+    def _planned_epochs(self):
+        return self.n_modes * (self.max_epochs + (self.n_vertices - 1) * self.epochs_per_vertex)
+
+    def _divergence_advice(self):
+        return f"Try a lower lr (now {self.lr}) or vertex_lr (now {self.vertex_lr})."
 
     def _fit_members(self, spec, data, rng):
         schedule = VertexSchedule(
@@ -152,9 +166,12 @@ class ESPROClassifier(BaseEnsembleClassifier):
             lr=self.lr if self.vertex_lr is None else self.vertex_lr,
             init_scale=float(self.vertex_init_scale),
         )
-        kwargs = self._net_kwargs()
+        kwargs = self._net_kwargs(data)
         seeds = member_seeds(rng, self.n_modes)
-        jobs = [(spec, kwargs, schedule, data.X, data.y, s) for s in seeds]
+        jobs = [
+            (spec, kwargs, schedule, data.X, data.y, seed, phase)
+            for seed, phase in zip(seeds, self._phases(data), strict=True)
+        ]
         simplexes = run_members(fit_simplex, jobs, self.n_jobs)
         weights = torch.from_numpy(
             rng.dirichlet(np.ones(self.n_vertices), size=(self.n_modes, self.n_predict_samples))

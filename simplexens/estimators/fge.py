@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
+import math
+from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.utils import check_scalar
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
+from .._params import Integer, Real
 from ..backends.parallel import member_seeds
 from ..backends.skorch import fit_fge
 
@@ -79,21 +80,32 @@ class FGEClassifier(BaseEnsembleClassifier):
         train_split=None,
         random_state=None,
         n_jobs=None,
+        working_memory=None,
         **kwargs,
     ):
         store_parameters(self, locals())
 
+    _constraints: ClassVar[dict] = {
+        "n_snapshots": Integer(1),
+        "cycle_length": Real(0, None, "neither"),
+        "alpha1": Real(0, None, "neither"),
+        "alpha2": Real(0, None, "neither"),
+    }
+
     def _check_method_params(self):
-        check_scalar(self.n_snapshots, "n_snapshots", numbers.Integral, min_val=1)
-        positive = dict(min_val=0, include_boundaries="neither")
-        check_scalar(self.cycle_length, "cycle_length", numbers.Real, **positive)
-        check_scalar(self.alpha1, "alpha1", numbers.Real, **positive)
-        check_scalar(self.alpha2, "alpha2", numbers.Real, **positive)
         if self.alpha2 > self.alpha1:
             raise ValueError(
                 f"alpha2 ({self.alpha2}) must not exceed alpha1 ({self.alpha1}): the rate falls "
                 "from alpha1 to alpha2 within each cycle."
             )
+
+    _member_name = "network"
+
+    def _n_trained(self):
+        return 1
+
+    def _planned_epochs(self):
+        return self.max_epochs + math.ceil(self.cycle_length * self.n_snapshots)
 
     def _fit_members(self, spec, data, rng):
         cycle = dict(
@@ -103,7 +115,8 @@ class FGEClassifier(BaseEnsembleClassifier):
             n_snapshots=self.n_snapshots,
         )
         (seed,) = member_seeds(rng, 1)
-        run = fit_fge(spec, self._net_kwargs(), cycle, data.X, data.y, seed)
+        (phase,) = self._phases(data)
+        run = fit_fge(spec, self._net_kwargs(data), cycle, data.X, data.y, seed, phase)
         return FitResult(
             run.snapshots,
             run.epochs,

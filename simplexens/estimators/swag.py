@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
+from typing import ClassVar
 
-import numpy as np
 import torch
-from sklearn.utils import check_scalar
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
+from .._params import Boolean, Integer, Options, Real
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import fit_swag
 
@@ -113,33 +112,31 @@ class SWAGClassifier(BaseEnsembleClassifier):
         train_split=None,
         random_state=None,
         n_jobs=None,
+        working_memory=None,
         **kwargs,
     ):
         store_parameters(self, locals())
 
+    _constraints: ClassVar[dict] = {
+        "n_modes": Integer(1),
+        "max_rank": Integer(1),
+        "n_predict_samples": Integer(1),
+        "swa_start": Integer(0),
+        "swa_lr": Real(0, None, "neither"),
+        "scale": Real(0),
+        "var_clamp": Real(0, None, "neither"),
+        "collect_every": Integer(1, none=True),
+        "covariance": Options(COVARIANCES),
+        "stats_on_cpu": Boolean(),
+        "recalibrate_bn": Boolean(),
+    }
+
     def _check_method_params(self):
-        for name in ("n_modes", "max_rank", "n_predict_samples"):
-            check_scalar(getattr(self, name), name, numbers.Integral, min_val=1)
-        check_scalar(self.swa_start, "swa_start", numbers.Integral, min_val=0)
         if self.swa_start >= self.max_epochs:
             raise ValueError(
                 f"swa_start ({self.swa_start}) must be below max_epochs ({self.max_epochs}): "
                 "the SWA phase is the epochs after swa_start and needs at least one."
             )
-        positive = dict(min_val=0, include_boundaries="neither")
-        check_scalar(self.swa_lr, "swa_lr", numbers.Real, **positive)
-        check_scalar(self.scale, "scale", numbers.Real, min_val=0)
-        check_scalar(self.var_clamp, "var_clamp", numbers.Real, **positive)
-        if self.collect_every is not None:
-            check_scalar(self.collect_every, "collect_every", numbers.Integral, min_val=1)
-        if self.covariance not in COVARIANCES:
-            raise ValueError(
-                f"covariance must be one of {', '.join(map(repr, COVARIANCES))}; "
-                f"got {self.covariance!r}."
-            )
-        for name in ("stats_on_cpu", "recalibrate_bn"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
     def _fit_members(self, spec, data, rng):
         swa = dict(
@@ -149,9 +146,10 @@ class SWAGClassifier(BaseEnsembleClassifier):
             collect_every=self.collect_every,
             stats_device="cpu" if self.stats_on_cpu else None,
         )
+        seeds = member_seeds(rng, self.n_modes)
         jobs = [
-            (spec, self._net_kwargs(), swa, data.X, data.y, seed)
-            for seed in member_seeds(rng, self.n_modes)
+            (spec, self._net_kwargs(data), swa, data.X, data.y, seed, phase)
+            for seed, phase in zip(seeds, self._phases(data), strict=True)
         ]
         runs = run_members(fit_swag, jobs, self.n_jobs)
         sample_seeds = member_seeds(rng, self.n_modes)
@@ -166,6 +164,17 @@ class SWAGClassifier(BaseEnsembleClassifier):
             {"swag_moments_": [run.moments for run in runs]},
             recalibrate=self.recalibrate_bn,
         )
+
+    _member_name = "run"
+
+    def _n_trained(self):
+        return self.n_modes
+
+    def _planned_epochs(self):
+        return self.n_modes * self.max_epochs
+
+    def _divergence_advice(self):
+        return f"Try a lower swa_lr (now {self.swa_lr}) or scale (now {self.scale})."
 
     def _draw(self, moments, seed):
         """The members of one run: its samples, or its mean for SWA."""

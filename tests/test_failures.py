@@ -1,0 +1,401 @@
+"""No silent failures: bad settings, diverging runs, degenerate batches and failed calls."""
+
+import inspect
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from nets import MLP
+from numpy.testing import assert_array_equal
+from skorch.callbacks import Callback, EarlyStopping
+from skorch.dataset import ValidSplit
+from sklearn.datasets import make_classification
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from simplexens import DeepEnsembleClassifier, ESPROClassifier, FGEClassifier, SWAGClassifier
+from simplexens.backends.batchnorm import recalibrate_batchnorm
+from simplexens.exceptions import DivergenceError
+
+ESTIMATORS = [DeepEnsembleClassifier, ESPROClassifier, FGEClassifier, SWAGClassifier]
+
+#: Small settings per estimator so that a fit takes well under a second.
+QUICK = {
+    DeepEnsembleClassifier: dict(n_estimators=2),
+    ESPROClassifier: dict(n_modes=1, n_vertices=2, epochs_per_vertex=1, n_predict_samples=2),
+    FGEClassifier: dict(n_snapshots=2, cycle_length=1),
+    SWAGClassifier: dict(swa_start=1, n_predict_samples=2, max_rank=2),
+}
+
+#: Parameters whose default is None but which take a number when set.
+OPTIONAL_REALS = {"vertex_lr", "working_memory"}
+OPTIONAL_INTEGERS = {"collect_every", "n_jobs"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(
+        n_samples=120, n_features=8, n_informative=5, n_classes=3, random_state=0
+    )
+    return X.astype(np.float32), y
+
+
+def quick(cls, **params):
+    settings = dict(max_epochs=2, lr=0.05, random_state=0, **QUICK[cls])
+    settings.update(params)
+    return cls(MLP, **settings)
+
+
+def defaults(cls):
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def real_parameters(cls):
+    """Parameters with a float default, or a None default that takes a real number."""
+    found = [n for n, d in defaults(cls).items() if isinstance(d, float)]
+    return sorted({*found, *(OPTIONAL_REALS & set(defaults(cls)))})
+
+
+def integer_parameters(cls):
+    """Parameters with an integer (not bool) default, or a None default that takes an int."""
+    found = [
+        n for n, d in defaults(cls).items() if isinstance(d, int) and not isinstance(d, bool)
+    ]
+    return sorted({*found, *(OPTIONAL_INTEGERS & set(defaults(cls)))})
+
+
+def cases(collect):
+    return [(cls, name) for cls in ESTIMATORS for name in collect(cls)]
+
+
+def assert_unfitted(clf):
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clf)
+    assert not [k for k in vars(clf) if k.endswith("_") and not k.startswith("_")]
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def test_the_parameter_lists_cover_the_documented_ones():
+    assert {"lr", "volume_lambda", "vertex_init_scale", "vertex_lr"} <= set(
+        real_parameters(ESPROClassifier)
+    )
+    assert {"alpha1", "alpha2", "cycle_length"} <= set(real_parameters(FGEClassifier))
+    assert {"swa_lr", "scale", "var_clamp"} <= set(real_parameters(SWAGClassifier))
+    assert {"max_rank", "swa_start", "collect_every", "n_jobs", "verbose"} <= set(
+        integer_parameters(SWAGClassifier)
+    )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize(("cls", "name"), cases(real_parameters))
+def test_real_parameters_reject_nan_and_inf(data, cls, name, value):
+    clf = quick(cls, **{name: value})
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        clf.fit(*data)
+    assert_unfitted(clf)
+
+
+@pytest.mark.parametrize(("cls", "name"), cases(integer_parameters))
+def test_integer_parameters_reject_bool(data, cls, name):
+    clf = quick(cls, **{name: True})
+    with pytest.raises(TypeError, match=f"^{name} must be an integer"):
+        clf.fit(*data)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize(
+    "route", ["optimizer__weight_decay", "optimizer__momentum", "criterion__label_smoothing"]
+)
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_routed_numbers_reject_nan_and_inf(data, cls, route, value):
+    with pytest.raises(ValueError, match=f"^{route} must be finite"):
+        quick(cls, **{route: value}).fit(*data)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        (dict(device="meta"), ValueError, "device='meta' cannot train"),
+        (dict(device="gpu"), ValueError, "device='gpu' is not a torch device"),
+        (dict(callbacks="abc"), TypeError, "callbacks must be None or a list"),
+        (dict(callbacks=[EarlyStopping]), TypeError, r"pass an instance, e.g. EarlyStopping\(\)"),
+        (dict(callbacks=[object()]), TypeError, "skorch Callback instances"),
+        (dict(n_jobs="abc"), TypeError, "n_jobs must be an integer other than 0 or None"),
+        (dict(n_jobs=0), ValueError, "n_jobs must be an integer other than 0 or None"),
+        (dict(lrr=0.1), TypeError, r"'lrr' \(did you mean 'lr'\?\)"),
+        (dict(callbacks=[EarlyStopping()]), ValueError, "monitors 'valid_loss'.*train_split"),
+    ],
+)
+def test_bad_settings_fail_before_training_with_a_clear_message(data, cls, params, error, match):
+    clf = quick(cls, **params)
+    with pytest.raises(error, match=match):
+        clf.fit(*data)
+    assert_unfitted(clf)
+
+
+def test_espro_refuses_more_vertices_than_parameters_plus_one(data):
+    clf = ESPROClassifier(nn.Linear(8, 3), n_modes=1, n_vertices=29, max_epochs=1)
+    # nn.Linear(8, 3) has 8 * 3 + 3 = 27 trainable parameters: at most 28 vertices.
+    with pytest.raises(ValueError, match=r"n_vertices=29 .* 27 trainable parameters \+ 1"):
+        clf.fit(*data)
+    clf.set_params(n_vertices=28, epochs_per_vertex=1, n_predict_samples=1)
+    log_volumes = clf.fit(*data).simplex_log_volumes_
+    assert np.isfinite(log_volumes).all()
+
+
+# -- divergence -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "phase", "advice"),
+    [
+        (DeepEnsembleClassifier, dict(lr=1e6), "training", "lr"),
+        (ESPROClassifier, dict(lr=1e6), "mode", "lr"),
+        (ESPROClassifier, dict(vertex_lr=1e6), "vertex 1", "vertex_lr"),
+        (ESPROClassifier, dict(volume_lambda=1e6), "vertex 1", "vertex_lr"),
+        (FGEClassifier, dict(lr=1e6), "pretraining", "lr"),
+        (FGEClassifier, dict(alpha1=1e6), "cycles", "alpha1"),
+        (SWAGClassifier, dict(lr=1e6), "before SWA", "lr"),
+        (SWAGClassifier, dict(swa_lr=1e6), "SWA", "swa_lr"),
+    ],
+)
+def test_a_diverging_run_raises_naming_member_phase_and_rate(data, cls, params, phase, advice):
+    clf = quick(cls, **params)
+    with pytest.raises(DivergenceError, match=f"member 1 of .* phase '{phase}', epoch") as info:
+        clf.fit(*data)
+    assert cls.__name__ in str(info.value)
+    assert f"Try a lower {advice} (now" in str(info.value)
+    assert_unfitted(clf)
+
+
+def test_divergence_in_a_later_member_names_it(data):
+    class Poisoned(MLP):
+        """Member seeds differ; the second member's module starts with an infinite weight."""
+
+        built = 0
+
+        def __init__(self, n_features_in, n_classes):
+            super().__init__(n_features_in, n_classes)
+            Poisoned.built += 1
+            if Poisoned.built == 3:  # the template is built first, then member 1, member 2
+                with torch.no_grad():
+                    self.net[1].weight[0, 0] = math.inf
+
+    clf = DeepEnsembleClassifier(Poisoned, n_estimators=2, max_epochs=1, random_state=0)
+    with pytest.raises(DivergenceError, match="member 2 of 2, phase 'training', epoch 1"):
+        clf.fit(*data)
+
+
+def test_non_finite_members_after_training_raise(data):
+    # A SWAG covariance scaled by 1e38 draws samples whose outputs overflow float32.
+    clf = quick(SWAGClassifier, scale=1e38, covariance="diagonal", var_clamp=1.0)
+    with pytest.raises(DivergenceError, match=r"non-finite outputs.*scale \(now 1e\+38\)"):
+        clf.fit(*data)
+    assert_unfitted(clf)
+
+
+def test_healthy_runs_never_return_non_finite_probabilities(data):
+    for cls in ESTIMATORS:
+        proba = quick(cls).fit(*data).predict_proba(data[0])
+        assert np.isfinite(proba).all()
+
+
+# -- validation split and early stopping ---------------------------------------------------------
+
+
+class RecordSplit(Callback):
+    """Records the training and validation rows every phase sees (in-process fits only)."""
+
+    seen: list = []  # noqa: RUF012 (shared on purpose: nets get deep copies of callbacks)
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        RecordSplit.seen.append(
+            (frozenset(dataset_train.indices), frozenset(dataset_valid.indices))
+        )
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_validation_rows_are_the_same_for_every_member_and_phase(data, cls):
+    RecordSplit.seen = []
+    clf = quick(cls, train_split=ValidSplit(0.25), callbacks=[RecordSplit()], random_state=3)
+    clf.fit(*data)
+    phases = set(RecordSplit.seen)
+    assert len(RecordSplit.seen) >= 4
+    assert len(phases) == 1, "members or phases saw different validation rows"
+    ((train, valid),) = phases
+    assert not train & valid
+    assert len(valid) == 30 and len(train | valid) == 120
+    # The same random_state gives the same rows; another gives others.
+    RecordSplit.seen = []
+    quick(cls, train_split=ValidSplit(0.25), callbacks=[RecordSplit()], random_state=3).fit(*data)
+    assert set(RecordSplit.seen) == phases
+    RecordSplit.seen = []
+    quick(cls, train_split=ValidSplit(0.25), callbacks=[RecordSplit()], random_state=4).fit(*data)
+    assert set(RecordSplit.seen) != phases
+
+
+def early_stop():
+    # A relative threshold of 10 counts every epoch after the first as no improvement, so
+    # with patience 1 every phase stops after exactly 2 epochs.
+    return EarlyStopping(monitor="valid_loss", patience=1, threshold=10.0)
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "epochs", "members"),
+    [
+        (DeepEnsembleClassifier, dict(n_estimators=2), 2 * 2, 2),
+        (ESPROClassifier, dict(n_modes=2, n_vertices=3, epochs_per_vertex=5), 2 * 3 * 2, 4),
+        (SWAGClassifier, dict(swa_start=1, max_rank=5), 2, 2),
+    ],
+)
+def test_early_stopping_ends_each_phase(data, cls, params, epochs, members):
+    clf = quick(
+        cls, max_epochs=20, train_split=ValidSplit(0.25), callbacks=[early_stop()], **params
+    )
+    clf.fit(*data)
+    assert clf.epochs_spent_ == epochs
+    assert clf.n_members_ == members
+
+
+def test_early_stopping_ends_fge_cycles_with_the_snapshots_taken(data):
+    # Cycles of one epoch take a snapshot mid-epoch: 2 epochs give 2 of the 6 snapshots.
+    clf = quick(
+        FGEClassifier,
+        max_epochs=20,
+        n_snapshots=6,
+        cycle_length=1,
+        train_split=ValidSplit(0.25),
+        callbacks=[early_stop()],
+    )
+    with pytest.warns(UserWarning, match="after 2 of n_snapshots=6 snapshots"):
+        clf.fit(*data)
+    assert clf.n_members_ == 2
+    assert clf.epochs_spent_ == 2 + 2
+
+
+# -- degenerate batches, module outputs, input shapes -----------------------------------------
+
+
+class BatchNormMLP(nn.Module):
+    def __init__(self, n_features_in, n_classes):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features_in, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, n_classes)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_batchnorm_with_a_one_row_last_batch_trains(data, cls):
+    X, y = data
+    clf = cls(BatchNormMLP, max_epochs=2, batch_size=40, random_state=0, **QUICK[cls])
+    clf.fit(X[:81], y[:81])  # 81 = 2 * 40 + 1
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_batchnorm_with_batches_of_one_row_is_refused(data):
+    clf = DeepEnsembleClassifier(BatchNormMLP, n_estimators=1, batch_size=1)
+    with pytest.raises(ValueError, match=r"BatchNorm.*at least 2 rows.*batch_size=1"):
+        clf.fit(*data)
+
+
+def test_a_module_returning_probabilities_gets_a_warning(data):
+    def softmax_mlp(n_features_in, n_classes):
+        return nn.Sequential(nn.Linear(n_features_in, n_classes), nn.Softmax(dim=1))
+
+    with pytest.warns(UserWarning, match="look like probabilities.*return logits"):
+        DeepEnsembleClassifier(softmax_mlp, n_estimators=1, max_epochs=1).fit(*data)
+
+
+def test_a_module_returning_logits_gets_no_warning(data, recwarn):
+    DeepEnsembleClassifier(MLP, n_estimators=1, max_epochs=1).fit(*data)
+    assert not [w for w in recwarn if "probabilities" in str(w.message)]
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.RandomState(0)
+    return rng.rand(40, 8, 8).astype(np.float32), np.arange(40) % 2
+
+
+def test_prediction_needs_the_trailing_shape_seen_in_fit(images):
+    X, y = images
+    clf = DeepEnsembleClassifier(
+        MLP, module__n_features_in=64, n_estimators=2, max_epochs=1, random_state=0
+    ).fit(X, y)
+    assert clf.input_shape_ == (8, 8)
+    before = clf.predict_proba(X)
+    strategy = clf.members_._strategy
+    with pytest.raises(ValueError, match=r"rows of shape \(8, 9\).*fitted on rows of shape \(8, 8\)"):
+        clf.predict_proba(np.zeros((3, 8, 9), np.float32))
+    assert clf.members_._strategy == strategy
+    assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_a_module_failing_on_nd_input_names_the_filled_value(images):
+    X, y = images
+    clf = DeepEnsembleClassifier(MLP, n_estimators=1, max_epochs=1)
+    with pytest.raises(ValueError, match=r"filled from the data: n_features_in=8, n_classes=2"):
+        clf.fit(X, y)
+
+
+# -- a failed call changes nothing ------------------------------------------------------------
+
+
+class ItemMLP(MLP):
+    """Calls .item() (vmap cannot) and refuses inputs above 100 (neither can the loop)."""
+
+    def forward(self, x):
+        if x.abs().max().item() > 100:
+            raise ValueError("inputs above 100")
+        return super().forward(x)
+
+
+def test_a_failing_predict_changes_nothing(data):
+    X, y = data
+    clf = DeepEnsembleClassifier(ItemMLP, n_estimators=3, max_epochs=1, random_state=0)
+    with pytest.warns(RuntimeWarning, match="vectorised evaluation failed"):
+        clf.fit(X, y)
+    before = clf.predict_proba(X)
+    state = pickle.dumps(clf)
+    with pytest.raises(ValueError, match="inputs above 100"):
+        clf.predict_proba(X * 1000)
+    assert_array_equal(clf.predict_proba(X), before)
+    assert pickle.dumps(clf) == state
+
+
+def test_a_failed_vmap_and_loop_keep_the_vectorised_strategy(data):
+    X, y = data
+    clf = DeepEnsembleClassifier(MLP, n_estimators=3, max_epochs=1, random_state=0).fit(X, y)
+    stack = clf.members_
+    assert stack.choose_strategy(torch.tensor(X)) == "vmap"
+    with pytest.raises(RuntimeError):
+        stack.forward(torch.zeros(4, 7))  # the module cannot take 7 features either way
+    assert stack._strategy is None
+    assert stack.choose_strategy(torch.tensor(X)) == "vmap"
+
+
+def test_a_failed_recalibration_restores_the_statistics(data):
+    X, y = data
+    clf = SWAGClassifier(BatchNormMLP, swa_start=1, max_epochs=2, n_predict_samples=3)
+    clf.fit(X, y)
+    stack = clf.members_
+    saved = {name: t.clone() for name, t in stack.tensors.items()}
+    good, bad = torch.tensor(X[:40]), torch.zeros(40, 7)
+    with pytest.raises(RuntimeError):
+        recalibrate_batchnorm(stack, [good, bad])
+    for name, tensor in stack.tensors.items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
+    assert stack._strategy is None
