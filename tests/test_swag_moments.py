@@ -1,12 +1,15 @@
 """Tests for simplexens.backends.swag.SWAGMoments against direct computations.
 
 Oracles: :class:`torch.optim.swa_utils.AveragedModel` for the mean, the stacked trajectory for
-the second moment and the deviations (prefix means recomputed by hand), and the closed-form
-covariance ``scale * (diag(var) + D^T D / (K_eff - 1))`` for the sampler, with tolerances from
-the standard error of an empirical covariance entry, ``sqrt((S_ii S_jj + S_ij^2) / N)``.
+the second moment and the deviations (prefix means recomputed by hand, or kept in a plain
+first-in-first-out list), and the closed-form covariance ``scale * (diag(var) + D^T D /
+(K_eff - 1))`` for the sampler, with tolerances from the standard error of an empirical
+covariance entry, ``sqrt((S_ii S_jj + S_ij^2) / N)``.
 """
 
 import pickle
+from collections import deque
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -147,7 +150,7 @@ def test_variance_keeps_its_precision_for_a_trajectory_that_barely_moves():
     assert moments.mean["w"].dtype == torch.float32
 
 
-@pytest.mark.parametrize("max_rank", [1, 4, 20])
+@pytest.mark.parametrize("max_rank", [1, 4, 20, 10**6])
 def test_deviation_buffer_holds_newest_in_order(max_rank):
     trajectory = _trajectory(11)
     oracle = _oracle_deviations(trajectory)
@@ -160,6 +163,37 @@ def test_deviation_buffer_holds_newest_in_order(max_rank):
         for name, shape in SHAPES.items():
             assert deviations[name].shape == (n_dev, *shape)
         assert_close(_flat(deviations, batch_dims=1), oracle[i - n_dev : i])
+
+
+@pytest.mark.parametrize(
+    ("max_rank", "expected_collections"),
+    [(1, None), (5, None), (6, 3), (6, 0), (7, 40), (10**6, None), (10**6, 9)],
+)
+def test_growing_buffer_keeps_the_newest_deviations_of_a_list_oracle(
+    max_rank, expected_collections
+):
+    """Every collect: the deviations equal a deque of the last K, and the capacity is bounded.
+
+    The bounds: n_deviations <= capacity <= min(K, 2 n_deviations); capacity == K once K
+    deviations are held; capacity <= expected_collections while n does not exceed it.
+    """
+    trajectory = _trajectory(23, seed=2)
+    oracle = deque(maxlen=max_rank)
+    seen = []
+    moments = SWAGMoments(max_rank=max_rank, expected_collections=expected_collections)
+    assert moments.capacity == 0
+    for n, snapshot in enumerate(trajectory, start=1):
+        seen.append(_flat(snapshot))
+        oracle.append(seen[-1] - torch.stack(seen).mean(0))
+        moments.collect(snapshot)
+
+        n_dev = min(n, max_rank)
+        assert n_dev <= moments.capacity <= min(max_rank, 2 * n_dev)
+        if n >= max_rank:
+            assert moments.capacity == max_rank
+        if expected_collections is not None and n <= expected_collections:
+            assert moments.capacity <= expected_collections
+        assert_close(_flat(moments.deviations, batch_dims=1), torch.stack(list(oracle)))
 
 
 def test_variance_is_clamped():
@@ -241,13 +275,19 @@ def test_sample_many_covariance():
     assert _within(torch.cov(draws.T), expected, _standard_errors(expected, n))
 
 
-@pytest.mark.parametrize("n_collect", [3, 7])
-def test_sample_batch_formula_with_the_documented_draws(n_collect):
-    """theta = mean + sqrt(s) (sqrt(var) z1 + D^T z2 / sqrt(K_eff - 1)), z2 first, then z1."""
+@pytest.mark.parametrize("n_collect", [3, 7, 12])
+@pytest.mark.parametrize(
+    ("max_rank", "expected_collections"), [(4, None), (5, None), (5, 2), (10**6, None)]
+)
+def test_sample_batch_formula_with_the_documented_draws(n_collect, max_rank, expected_collections):
+    """theta = mean + sqrt(s) (sqrt(var) z1 + D^T z2 / sqrt(K_eff - 1)), z2 first, then z1.
+
+    At every stage of the buffer: spare rows (3 collects), grown past the hint, wrapped.
+    """
     scale, n = 0.3, 4
     trajectory = _trajectory(n_collect, seed=10)
-    moments = _collected(trajectory, max_rank=4)  # 7 collects wrap the buffer
-    deviations = _oracle_deviations(trajectory)[-4:]
+    moments = _collected(trajectory, max_rank=max_rank, expected_collections=expected_collections)
+    deviations = _oracle_deviations(trajectory)[-max_rank:]
     g = torch.Generator().manual_seed(13)
     z2 = torch.randn(n, len(deviations), generator=g, dtype=torch.float64)
     z1 = {
@@ -362,6 +402,12 @@ def test_bad_max_rank(max_rank):
         SWAGMoments(max_rank=max_rank)
 
 
+@pytest.mark.parametrize("expected_collections", [-1, 2.5, True, "3"])
+def test_bad_expected_collections(expected_collections):
+    with pytest.raises(ValueError, match="expected_collections must be None or an integer >= 0"):
+        SWAGMoments(expected_collections=expected_collections)
+
+
 def test_bad_covariance():
     moments = _collected(_trajectory(3), max_rank=2)
     with pytest.raises(ValueError, match=r"covariance must be one of \('full', 'diagonal'\)"):
@@ -403,15 +449,64 @@ def test_pickle_round_trip_gives_identical_samples():
     assert_close(copy.sample(torch.Generator().manual_seed(21)), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("max_rank", [6, 10**6])
+@pytest.mark.parametrize("n_collect", [1, 3, 5, 9])
+def test_pickle_round_trip_while_the_buffer_grows(n_collect, max_rank):
+    """The copy holds no spare rows, samples the same, and keeps collecting the same."""
+    trajectory = _trajectory(n_collect + 6, seed=12)
+    moments = _collected(trajectory[:n_collect], max_rank=max_rank)
+    restored = pickle.loads(pickle.dumps(moments))
+    assert restored.capacity == restored.n_deviations == min(n_collect, max_rank)
+    for attribute in ("mean", "sq_mean", "deviations"):
+        assert_close(getattr(restored, attribute), getattr(moments, attribute), rtol=0, atol=0)
+    for snapshot in [None, *trajectory[n_collect:]]:
+        if snapshot is not None:
+            moments.collect(snapshot)
+            restored.collect(snapshot)
+        assert_close(restored.deviations, moments.deviations, rtol=0, atol=0)
+        expected = moments.sample_batch(torch.Generator().manual_seed(23), 3)
+        assert_close(
+            restored.sample_batch(torch.Generator().manual_seed(23), 3), expected, rtol=0, atol=0
+        )
+    assert restored.capacity <= min(max_rank, 2 * restored.n_deviations)
+
+
+def test_unpickles_a_full_buffer_without_expected_collections():
+    """Pickles of objects that allocated all K rows up front, before the hint existed."""
+    moments = _collected(_trajectory(3), max_rank=5)
+    state = deepcopy(moments.__getstate__())  # as unpickling gives it: no sharing
+    del state["expected_collections"]
+    state["_buffer"] = {
+        name: torch.cat([rows, rows.new_zeros((5 - len(rows), *rows.shape[1:]))])
+        for name, rows in state["_buffer"].items()
+    }
+    legacy = SWAGMoments.__new__(SWAGMoments)
+    legacy.__setstate__(state)
+    assert legacy.expected_collections is None
+    assert legacy.capacity == 5
+    expected = moments.sample(torch.Generator().manual_seed(24))
+    assert_close(legacy.sample(torch.Generator().manual_seed(24)), expected, rtol=0, atol=0)
+    for snapshot in _trajectory(4, seed=13):
+        moments.collect(snapshot)
+        legacy.collect(snapshot)
+    assert_close(legacy.deviations, moments.deviations, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("max_rank", [3, 10**6])
 @pytest.mark.parametrize("n_collect", [0, 2, 7])
-def test_state_dict_round_trip(n_collect):
-    moments = _collected(_trajectory(n_collect), max_rank=3)
+def test_state_dict_round_trip(n_collect, max_rank):
+    moments = _collected(_trajectory(n_collect), max_rank=max_rank)
     state = pickle.loads(pickle.dumps(moments.state_dict()))
     assert state["n_collected"] == n_collect
     assert all(isinstance(t, torch.Tensor) for t in state["deviations"].values())
-    fresh = SWAGMoments(max_rank=3)
+    for name, deviations in state["deviations"].items():
+        # No spare rows in the state, nor in the object loading it.
+        row_bytes = torch.Size(SHAPES[name]).numel() * deviations.element_size()
+        assert deviations.untyped_storage().nbytes() == min(n_collect, max_rank) * row_bytes
+    fresh = SWAGMoments(max_rank=max_rank)
     fresh.load_state_dict(state)
     assert fresh.n_collected == n_collect
+    assert fresh.capacity == fresh.n_deviations
     for attribute in ("mean", "sq_mean", "deviations"):
         assert_close(getattr(fresh, attribute), getattr(moments, attribute), rtol=0, atol=0)
     if n_collect:

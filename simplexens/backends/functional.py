@@ -133,8 +133,9 @@ class ParameterStack:
             return out
 
     def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
+        replicas = self.replicas()  # built outside inference mode: they outlive this call
         with torch.inference_mode():
-            return torch.stack([replica(x) for replica in self.replicas()])
+            return torch.stack([replica(x) for replica in replicas])
 
     def prefer_loop(self) -> None:
         """Evaluate members one by one from now on (after vmap failed on the module)."""

@@ -52,11 +52,19 @@ class SWAGMoments:
     The mean and second moment are accumulated in float64; the deviations are kept, and the
     samples returned, in each tensor's own dtype.
 
-    Memory: for :math:`P` numbers in the collected tensors the object holds :math:`(2 + K) P`
-    numbers: the mean and the second moment in float64 (their difference is the variance,
-    which float32 would lose when the trajectory moves little against the weights' size) and
-    a buffer of :math:`K` deviations in the tensors' own dtype (allocated in full by the
-    first :meth:`collect`).
+    Memory: for :math:`P` numbers in the collected tensors the object holds
+    :math:`(2 + K_{\mathrm{eff}}) P` numbers (and room for at most :math:`K_{\mathrm{eff}} P`
+    more), :math:`K_{\mathrm{eff}} = \min(n, K)` the deviations collected so far: the mean
+    and the second moment in float64 (their difference is the variance, which float32 would
+    lose when the trajectory moves little against the weights' size) and the deviations in
+    the tensors' own dtype. The deviation buffer is allocated as the snapshots arrive, not
+    for ``max_rank`` up front: when it is full its capacity doubles, up to :math:`K` (and up
+    to ``expected_collections`` while the collections stay within that hint). It so holds at
+    most :math:`2 K_{\mathrm{eff}}` rows, exactly :math:`K` once :math:`K` deviations are
+    collected. Growing copies the rows held: fewer than two copies per deviation on average
+    (four if the collections outrun ``expected_collections``), and the old and the new
+    buffer briefly coexist. Pickles and :meth:`state_dict` carry the :math:`K_{\mathrm{eff}}`
+    deviations only, so their size does not depend on ``max_rank``.
 
     Parameters
     ----------
@@ -67,6 +75,13 @@ class SWAGMoments:
         Where the statistics live. ``None`` (the default) keeps them on the device of the
         first collected tensors (the first of them if they are spread over several devices);
         ``"cpu"`` keeps them in host memory while training on a GPU.
+    expected_collections : int, optional
+        How many snapshots the caller expects to collect (e.g. from its training schedule),
+        a hint that caps the growth of the deviation buffer: as long as at most this many
+        snapshots are collected, the buffer never holds more than
+        ``min(max_rank, expected_collections)`` rows. More collections than announced are
+        still taken, the buffer then grows again as without the hint. ``None`` (the default)
+        gives no hint. Neither statistics nor samples depend on it.
 
     Attributes
     ----------
@@ -74,11 +89,14 @@ class SWAGMoments:
         :math:`K`.
     device : torch.device or None
         Where the statistics live; ``None`` until the first :meth:`collect` when not given.
+    expected_collections : int or None
+        The hint given.
 
     Notes
     -----
-    The object has only plain attributes, so it pickles as is; :meth:`state_dict` and
-    :meth:`load_state_dict` give and take plain dicts of tensors.
+    The object has only plain attributes and pickles them, the deviation buffers cut to the
+    rows in use; :meth:`state_dict` and :meth:`load_state_dict` give and take plain dicts of
+    tensors. Either way the restored object draws the same samples from the same generator.
 
     References
     ----------
@@ -102,19 +120,31 @@ class SWAGMoments:
     torch.Size([2])
     """
 
-    def __init__(self, max_rank: int = 20, device: str | torch.device | None = None) -> None:
-        if (
-            not isinstance(max_rank, numbers.Integral)
-            or isinstance(max_rank, bool)
-            or max_rank < 1
-        ):
+    def __init__(
+        self,
+        max_rank: int = 20,
+        device: str | torch.device | None = None,
+        *,
+        expected_collections: int | None = None,
+    ) -> None:
+        if not _is_int_at_least(max_rank, 1):
             raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
+        if expected_collections is not None and not _is_int_at_least(expected_collections, 0):
+            raise ValueError(
+                f"expected_collections must be None or an integer >= 0, "
+                f"got {expected_collections!r}"
+            )
         self.max_rank = int(max_rank)
         self.device = None if device is None else torch.device(device)
+        self.expected_collections = (
+            None if expected_collections is None else int(expected_collections)
+        )
         self._n = 0
         self._mean: dict[str, torch.Tensor] = {}
         self._sq_mean: dict[str, torch.Tensor] = {}
-        self._buffer: dict[str, torch.Tensor] = {}  # (K, *shape) ring buffers
+        # (capacity, *shape): rows 0..n-1 in collection order until n reaches max_rank; from
+        # then on capacity == max_rank and the rows form a ring (see _oldest_slot).
+        self._buffer: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ collecting
 
@@ -123,9 +153,10 @@ class SWAGMoments:
         r"""Add one snapshot :math:`\theta_n` of the trajectory.
 
         The tensors are detached and moved to the statistics' device; they are not kept (the
-        statistics are updated in place and the deviation is written into the buffer). Nothing
-        waits for the device (no host synchronisation), except the copy itself when the
-        statistics live on another device than the tensors.
+        statistics are updated in place and the deviation is written into the buffer, which
+        first grows if it is full and holds fewer than ``max_rank`` rows). Nothing waits for
+        the device (no host synchronisation), except the copy itself when the statistics live
+        on another device than the tensors.
 
         Parameters
         ----------
@@ -144,8 +175,8 @@ class SWAGMoments:
             self._start(tensors)
         else:
             self._check_like_first(tensors)
+        slot = self._next_slot()
         self._n += 1
-        slot = (self._n - 1) % self.max_rank
         weight = 1.0 / self._n
         for name, mean in self._mean.items():
             # Moments in float64: the variance is a difference of two close numbers.
@@ -155,7 +186,7 @@ class SWAGMoments:
             self._buffer[name][slot].copy_(theta - mean)
 
     def _start(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Allocate zeroed statistics shaped like the first snapshot."""
+        """Allocate zeroed moments shaped like the first snapshot, and empty buffers."""
         if not tensors:
             raise ValueError("collect() needs at least one tensor; got an empty mapping")
         for name, tensor in tensors.items():
@@ -167,9 +198,32 @@ class SWAGMoments:
             wide = dict(device=self.device, dtype=torch.float64)
             self._mean[name] = torch.zeros(tensor.shape, **wide)
             self._sq_mean[name] = torch.zeros(tensor.shape, **wide)
-            self._buffer[name] = torch.zeros(
-                (self.max_rank, *tensor.shape), device=self.device, dtype=tensor.dtype
+            self._buffer[name] = torch.empty(
+                (0, *tensor.shape), device=self.device, dtype=tensor.dtype
             )
+
+    def _next_slot(self) -> int:
+        """The buffer row for the next deviation, after growing the buffer if it is full."""
+        if self._n >= self.max_rank:
+            return self._n % self.max_rank
+        if self._n == self.capacity:
+            self._grow(self._grown_capacity())
+        return self._n
+
+    def _grown_capacity(self) -> int:
+        """The capacity after the next growth step: doubled, capped by K and by the hint."""
+        needed = self.capacity + 1
+        capacity = max(2 * self.capacity, 1)
+        if self.expected_collections is not None and needed <= self.expected_collections:
+            capacity = min(capacity, self.expected_collections)
+        return min(capacity, self.max_rank)
+
+    def _grow(self, capacity: int) -> None:
+        """Move the deviations held into buffers of ``capacity`` rows (rows past n unset)."""
+        for name, old in self._buffer.items():
+            new = old.new_empty((capacity, *old.shape[1:]))
+            new[: self._n].copy_(old[: self._n])
+            self._buffer[name] = new
 
     def _check_like_first(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Raise if the names or shapes of ``tensors`` differ from the first snapshot's."""
@@ -200,6 +254,16 @@ class SWAGMoments:
         return min(self._n, self.max_rank)
 
     @property
+    def capacity(self) -> int:
+        r"""int : The number of deviation rows allocated per tensor (0 before any collect).
+
+        At least :attr:`n_deviations`, at most :math:`\min(K, 2 K_{\mathrm{eff}})`, exactly
+        :math:`K` once :math:`n \ge K`, and at most ``expected_collections`` as long as
+        :math:`n` does not exceed it.
+        """
+        return next(iter(self._buffer.values())).shape[0] if self._buffer else 0
+
+    @property
     def mean(self) -> dict[str, torch.Tensor]:
         r"""dict of str to Tensor : :math:`\bar\theta`, the SWA weights.
 
@@ -224,7 +288,8 @@ class SWAGMoments:
         r"""dict of str to Tensor of shape (n_deviations, \*shape) : the deviations :math:`D`.
 
         Row :math:`i` is :math:`\theta_i - \bar\theta_i`, oldest first, newest last. Once the
-        buffer has wrapped around the rows are a reordered copy; before, a view.
+        buffer has wrapped around the rows are a reordered copy; before, a view (which later
+        collects may leave behind when the buffer grows).
         """
         start = self._oldest_slot()
         if start == 0:
@@ -391,6 +456,16 @@ class SWAGMoments:
         """The rows of the deviation buffer that hold deviations, in buffer order."""
         return self._buffer[name][: self.n_deviations]
 
+    def _held_deviations(self, name: str) -> torch.Tensor:
+        """The used rows in buffer order, in a tensor whose storage holds nothing else.
+
+        A view would pickle its whole storage, spare rows included.
+        """
+        buffer = self._buffer[name]
+        if buffer.shape[0] == self.n_deviations:
+            return buffer
+        return self._used_buffer(name).clone()
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
@@ -437,9 +512,22 @@ class SWAGMoments:
         self._mean = {name: t.to(**wide) for name, t in means.items()}
         self._sq_mean = {name: state["sq_mean"][name].to(**wide) for name in means}
         self._buffer = {
-            name: self._ring(state["deviations"][name].to(self.device), m)
-            for name, m in self._mean.items()
+            name: self._ring(state["deviations"][name].to(self.device)) for name in self._mean
         }
+
+    def __getstate__(self) -> dict:
+        """The attributes to pickle: the buffers cut to the deviations held, no spare rows.
+
+        The rows keep their buffer order, so the unpickled object samples exactly as this one.
+        """
+        state = self.__dict__.copy()
+        state["_buffer"] = {name: self._held_deviations(name) for name in self._buffer}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore pickled attributes (pickles without ``expected_collections`` get None)."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("expected_collections", None)
 
     def to(self, device: str | torch.device) -> SWAGMoments:
         """Move the statistics to ``device``, in place; returns ``self``."""
@@ -449,11 +537,13 @@ class SWAGMoments:
                 store[name] = tensor.to(self.device)
         return self
 
-    def _ring(self, deviations: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A (K, *shape) ring buffer of ``deviations`` (oldest first), laid out as collect does."""
-        buffer = deviations.new_zeros((self.max_rank, *like.shape))
-        buffer[: self.n_deviations] = deviations
-        return torch.roll(buffer, self._oldest_slot(), dims=0)
+    def _ring(self, deviations: torch.Tensor) -> torch.Tensor:
+        """A buffer of ``deviations`` (oldest first) laid out as collect does (a new tensor).
+
+        It has no spare rows: the next collect grows it if fewer than K are held.
+        """
+        shift = self._oldest_slot()
+        return torch.roll(deviations, shift, dims=0) if shift else deviations.clone()
 
     def _check_state(self, state: Mapping) -> None:
         """Raise if ``state`` does not fit this object."""
@@ -505,6 +595,11 @@ def sample_many(
        A Simple Baseline for Bayesian Uncertainty in Deep Learning. NeurIPS.
     """
     return [moments.sample(generator, **kwargs) for _ in range(n_samples)]
+
+
+def _is_int_at_least(value, minimum: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 def _widest_dtype(tensors) -> torch.dtype:
