@@ -9,21 +9,37 @@ forward passes over the same members (``torch.stack([m(X).softmax(-1) for m in m
 
 Part 2 times ``fit`` with ``n_jobs=2`` against ``n_jobs=1`` (target >= 1.6x on 2 cores).
 
+Part 3 (``--part memory``) times ``predict_proba`` of 30 members (a DeepEnsemble of a
+30-64-64-2 MLP, and SWAG with 30 samples of the same MLP) on 200,000 rows, and measures the
+increase of the process's peak resident memory during the call, for several batch sizes: the
+former default (``iterator_valid__batch_size=128``, what the training ``batch_size`` gave),
+one batch of all rows (``-1``), and batches sized by ``working_memory`` (the default, 1024
+MiB, and 256 MiB). Every measurement runs in a fresh process, and the variants take turns,
+``--rounds`` times; the fastest time of each is kept, and its ratio to the former default.
+
     python benchmarks/predict.py [--repeats 20] [--skip-fit]
+    python benchmarks/predict.py --part memory [--rounds 2]
 """
 
 import argparse
 import copy
 import itertools
+import json
 import os
+import pickle
 import platform
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from simplexens import DeepEnsembleClassifier
+from simplexens import DeepEnsembleClassifier, SWAGClassifier
+from simplexens.backends.batching import batch_size_for
 
 
 class MLP(nn.Module):
@@ -114,13 +130,22 @@ def fit_case(widths, batch_size, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["speed", "memory"], default="speed")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of the memory part")
+    parser.add_argument("--memory-worker", nargs=3, metavar=("MODEL", "VARIANT", "OUT"))
     args = parser.parse_args()
+    if args.memory_worker:
+        memory_worker(*args.memory_worker)
+        return
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads\n"
     )
+    if args.part == "memory":
+        memory_part(args.rounds)
+        return
     print(
         "| members of | n members | rows | predict batch | loop ms | ours ms | ours/loop "
         "| speed-up |"
@@ -138,6 +163,144 @@ def main():
         print("|---|---|---|---|---|---|")
         for widths, batch_size in [((128, 128), 32), ((256, 256), 64), ((1024, 1024), 128)]:
             fit_case(widths, batch_size, repeats=3)
+
+
+# ------------------------------------------------------------------ part 3: batch size and memory
+
+MEMORY_ROWS, MEMORY_FIT_ROWS, MEMORY_FEATURES, MEMORY_MEMBERS = 200_000, 2_000, 30, 30
+
+#: Variants of the memory part: label -> parameters set before predicting.
+MEMORY_VARIANTS = {
+    "former default (batch 128)": dict(iterator_valid__batch_size=128),
+    "one batch (-1)": dict(iterator_valid__batch_size=-1),
+    "working_memory default (1024 MiB)": {},
+    "working_memory=256": dict(working_memory=256),
+}
+
+
+def memory_data(n_rows=MEMORY_ROWS, seed=0):
+    """Two classes split by a plane, in ``MEMORY_FEATURES`` dimensions."""
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n_rows, MEMORY_FEATURES).astype(np.float32)
+    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+
+
+def memory_models():
+    """The two fitted models of the memory part, 30 members each, by name."""
+    X, y = memory_data(MEMORY_FIT_ROWS, seed=1)
+    common = dict(module__widths=(64, 64), max_epochs=2, lr=0.05, random_state=0)
+    deep = DeepEnsembleClassifier(MLP, n_estimators=MEMORY_MEMBERS, **common)
+    swag = SWAGClassifier(
+        MLP, n_predict_samples=MEMORY_MEMBERS, swa_start=1, max_rank=5, swa_lr=0.02, **common
+    )
+    return {"DeepEnsemble(30)": deep.fit(X, y), "SWAG(30 samples)": swag.fit(X, y)}
+
+
+class PeakMemory:
+    """Increase of the peak resident memory over the resident memory at the start.
+
+    Linux resets the peak (``VmHWM``) when 5 is written to ``/proc/self/clear_refs``; where
+    that is refused, a thread samples the resident memory every millisecond instead.
+    """
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._sampler = None
+        except OSError:
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._stop, self._peak = threading.Event(), 0
+        self.start = _status_bytes("VmRSS")
+        if self._sampler is not None:
+            self._sampler.start()
+        return self
+
+    def _sample(self):
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.001):
+            with open("/proc/self/statm") as f:
+                self._peak = max(self._peak, int(f.read().split()[1]) * page)
+
+    def __exit__(self, *exc):
+        if self._sampler is None:
+            self.peak = _status_bytes("VmHWM")
+        else:
+            self._stop.set()
+            self._sampler.join()
+            self.peak = max(self._peak, _status_bytes("VmRSS"))
+        self.increase = self.peak - self.start
+
+
+def _status_bytes(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def memory_worker(model_path, variant, out_path):
+    """In a fresh process: one timed predict_proba with its peak memory; writes JSON."""
+    with open(model_path, "rb") as f:
+        clf = pickle.load(f)
+    params = MEMORY_VARIANTS[variant]
+    clf.set_params(**params)
+    X, _ = memory_data()
+    clf.predict_proba(X[:1000])  # warm-up: threads, allocator, lazy module copies
+    rows = batch_size_for(
+        clf.members_, X, params.get("iterator_valid__batch_size"), clf.working_memory
+    )
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        proba = clf.predict_proba(X)
+        seconds = time.perf_counter() - start
+    np.save(out_path + ".npy", proba)
+    with open(out_path, "w") as f:
+        json.dump(dict(rows=rows, seconds=seconds, increase=memory.increase), f)
+
+
+def memory_part(rounds):
+    print(
+        f"predict_proba on {MEMORY_ROWS:,} rows x {MEMORY_FEATURES} features, "
+        f"{MEMORY_MEMBERS} members of a 30-64-64-2 MLP; each call in a fresh process, "
+        f"fastest of {rounds} turns; peak = increase of the peak resident memory\n"
+    )
+    print(
+        "| model | batches | rows per batch | predict s | time / former | peak increase MiB "
+        "| peak / former |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, clf in memory_models().items():
+            model_path = os.path.join(tmp, "model.pkl")
+            with open(model_path, "wb") as f:
+                pickle.dump(clf, f)
+            results = {variant: [] for variant in MEMORY_VARIANTS}
+            for _ in range(rounds):
+                for variant in MEMORY_VARIANTS:
+                    out = os.path.join(tmp, "result.json")
+                    command = [sys.executable, __file__, "--memory-worker", model_path, variant]
+                    subprocess.run([*command, out], check=True)
+                    with open(out) as f:
+                        results[variant].append(json.load(f))
+                    results[variant][-1]["proba"] = np.load(out + ".npy")
+            memory_rows(name, results)
+
+
+def memory_rows(name, results):
+    """Print one model's table rows, after checking all variants predict the same."""
+    best = {v: min(runs, key=lambda r: r["seconds"]) for v, runs in results.items()}
+    former = best[next(iter(MEMORY_VARIANTS))]
+    for variant, result in best.items():
+        np.testing.assert_allclose(result["proba"], former["proba"], rtol=1e-6, atol=1e-9)
+        peak = max(r["increase"] for r in results[variant])
+        former_peak = max(r["increase"] for r in results[next(iter(MEMORY_VARIANTS))])
+        print(
+            f"| {name} | {variant} | {result['rows']:,} | {result['seconds']:.2f} "
+            f"| {result['seconds'] / former['seconds']:.2f} | {peak / 2**20:.0f} "
+            f"| {peak / former_peak:.2f} |"
+        )
 
 
 if __name__ == "__main__":

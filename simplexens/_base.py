@@ -419,16 +419,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
-        size = self._routed("iterator_valid").get("batch_size")
-        step = batch_size_for(self.members_, X, size, self.working_memory)
-        return (self._member_log_proba(X[rows]) for rows in batch_slices(len(X), step))
-
-    def _member_log_proba(self, X: np.ndarray) -> torch.Tensor:
         if X.shape[1:] != self.input_shape_:
             raise ValueError(
                 f"X has rows of shape {X.shape[1:]}, but {type(self).__name__} was fitted on "
                 f"rows of shape {self.input_shape_}."
             )
+        size = self._routed("iterator_valid").get("batch_size")
+        step = batch_size_for(self.members_, X, size, self.working_memory)
+        return (self._member_log_proba(X[rows]) for rows in batch_slices(len(X), step))
+
+    def _member_log_proba(self, X: np.ndarray) -> torch.Tensor:
         logits = self.members_.forward(torch.tensor(X, device=self.members_.device))
         if not bool(torch.isfinite(logits).all()):
             raise ValueError(

@@ -267,3 +267,63 @@ def test_dask_workers_report_every_epoch_and_whole_tables():
             assert os.getpid() not in pids
             assert f"{2 * EPOCHS}/{2 * EPOCHS}" in final_bar(file.getvalue())
             assert_tables(file.getvalue(), 2)
+
+
+# -- through the estimators -------------------------------------------------------------------
+
+
+def _estimator_fit(verbose, n_jobs, capsys):
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from nets import MLP
+
+    from simplexens import ESPROClassifier
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(90, 6).astype(np.float32), np.arange(90) % 3
+    clf = ESPROClassifier(
+        MLP,
+        n_modes=2,
+        n_vertices=2,
+        max_epochs=2,
+        epochs_per_vertex=1,
+        n_predict_samples=2,
+        verbose=verbose,
+        n_jobs=n_jobs,
+        random_state=0,
+    ).fit(X, y)
+    return clf, capsys.readouterr()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_an_estimator_shows_one_bar_over_every_member_and_phase(capsys, n_jobs):
+    clf, out = _estimator_fit(1, n_jobs, capsys)
+    assert out.out == ""  # nothing on stdout: no skorch tables at verbose=1
+    epochs = clf.epochs_spent_  # 2 modes x (2 + 1) epochs
+    assert epochs == 6
+    assert f"{epochs}/{epochs}" in final_bar(out.err)
+    redraws = out.err.replace("\r", "\n").split("\n")
+    labels = {line.split(":")[0] for line in redraws if " · " in line}
+    assert labels >= {"mode 1/2 · mode", "mode 2/2 · mode", "mode 2/2 · vertex 1"}
+    assert "\x1b[" not in out.err
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_verbose_2_prints_each_phase_table_under_its_header(capsys, n_jobs):
+    _, out = _estimator_fit(2, n_jobs, capsys)
+    lines = shown(out.err)
+    assert "\x1b[" not in out.err
+    for mode in (1, 2):
+        for phase, n_epochs in (("mode", 2), ("vertex 1", 1)):
+            start = lines.index(f"mode {mode}/2 · {phase}")
+            table = lines[start + 1 : start + 3 + n_epochs]
+            assert table[0].split() == ["epoch", "train_loss", "dur"]
+            assert [row.split()[0] for row in table[2:]] == [str(e + 1) for e in range(n_epochs)]
+
+
+def test_verbose_0_prints_nothing(capsys):
+    _, out = _estimator_fit(0, 1, capsys)
+    assert out.out == "" and out.err == ""

@@ -728,7 +728,11 @@ def fit_swag(
     the weights collected so far make the moments.
     """
     X = np.require(X, requirements="W")
-    moments = SWAGMoments(swa["max_rank"], device=swa["stats_device"])
+    moments = SWAGMoments(
+        swa["max_rank"],
+        device=swa["stats_device"],
+        expected_collections=swa.get("expected_collections"),
+    )
     collector = SWACollector(moments, swa["swa_start"], swa["swa_lr"], swa["collect_every"])
     phase = phase or default_phase(net_kwargs)
     before, during = (

@@ -145,6 +145,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
             max_rank=self.max_rank,
             collect_every=self.collect_every,
             stats_device="cpu" if self.stats_on_cpu else None,
+            expected_collections=self._collections(data),
         )
         seeds = member_seeds(rng, self.n_modes)
         jobs = [
@@ -172,6 +173,18 @@ class SWAGClassifier(BaseEnsembleClassifier):
 
     def _planned_epochs(self):
         return self.n_modes * self.max_epochs
+
+    def _collections(self, data):
+        """How many times the schedule collects weights (bounds the deviation buffer)."""
+        epochs = self.max_epochs - self.swa_start
+        if self.collect_every is None:
+            return epochs
+        loader, n = self._routed("iterator_train"), len(data.rows)
+        step = loader.get("batch_size", self.batch_size)
+        step = n if step == -1 else step
+        drop = loader.get("drop_last", False) or data.net.get("iterator_train__drop_last", False)
+        n_batches = n // step if drop else -(-n // step)
+        return epochs * n_batches // self.collect_every
 
     def _divergence_advice(self):
         return f"Try a lower swa_lr (now {self.swa_lr}) or scale (now {self.scale})."
