@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from simplexens import DeepEnsembleClassifier, SWAGClassifier
-from simplexens.backends.batching import batch_size_for
+from simplexens.backends.batching import PROBE_ROWS, batch_size_for, bytes_per_row
 
 
 class MLP(nn.Module):
@@ -251,26 +251,29 @@ def memory_worker(model_path, variant, out_path):
     rows = batch_size_for(
         clf.members_, X, params.get("iterator_valid__batch_size"), clf.working_memory
     )
+    estimate = rows * bytes_per_row(clf.members_, torch.from_numpy(X[:PROBE_ROWS]))
     with PeakMemory() as memory:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         proba = clf.predict_proba(X)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     np.save(out_path + ".npy", proba)
+    result = dict(rows=rows, seconds=seconds, cpu=cpu, increase=memory.increase)
     with open(out_path, "w") as f:
-        json.dump(dict(rows=rows, seconds=seconds, increase=memory.increase), f)
+        json.dump({**result, "estimate": estimate}, f)
 
 
 def memory_part(rounds):
     print(
         f"predict_proba on {MEMORY_ROWS:,} rows x {MEMORY_FEATURES} features, "
         f"{MEMORY_MEMBERS} members of a 30-64-64-2 MLP; each call in a fresh process, "
-        f"fastest of {rounds} turns; peak = increase of the peak resident memory\n"
+        f"fastest of {rounds} turns (CPU s: of the same call, both threads); peak = increase "
+        "of the peak resident memory; estimate = rows per batch x estimated bytes per row\n"
     )
     print(
-        "| model | batches | rows per batch | predict s | time / former | peak increase MiB "
-        "| peak / former |"
+        "| model | batches | rows per batch | predict s | CPU s | time / former "
+        "| estimate MiB | peak increase MiB | peak / former |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, clf in memory_models().items():
             model_path = os.path.join(tmp, "model.pkl")
@@ -290,16 +293,16 @@ def memory_part(rounds):
 
 def memory_rows(name, results):
     """Print one model's table rows, after checking all variants predict the same."""
+    first = next(iter(MEMORY_VARIANTS))
     best = {v: min(runs, key=lambda r: r["seconds"]) for v, runs in results.items()}
-    former = best[next(iter(MEMORY_VARIANTS))]
+    peaks = {v: max(r["increase"] for r in runs) for v, runs in results.items()}
     for variant, result in best.items():
-        np.testing.assert_allclose(result["proba"], former["proba"], rtol=1e-6, atol=1e-9)
-        peak = max(r["increase"] for r in results[variant])
-        former_peak = max(r["increase"] for r in results[next(iter(MEMORY_VARIANTS))])
+        np.testing.assert_allclose(result["proba"], best[first]["proba"], rtol=1e-6, atol=1e-9)
         print(
             f"| {name} | {variant} | {result['rows']:,} | {result['seconds']:.2f} "
-            f"| {result['seconds'] / former['seconds']:.2f} | {peak / 2**20:.0f} "
-            f"| {peak / former_peak:.2f} |"
+            f"| {result['cpu']:.2f} | {result['seconds'] / best[first]['seconds']:.2f} "
+            f"| {result['estimate'] / 2**20:.0f} | {peaks[variant] / 2**20:.0f} "
+            f"| {peaks[variant] / peaks[first]:.2f} |"
         )
 
 

@@ -9,6 +9,7 @@ Bayesian model average of the members' softmax probabilities.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -26,11 +27,11 @@ from torch import nn
 from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from .backends.functional import ParameterStack
+from .backends.functional import ParameterStack, module_tensors
 from .backends.modules import ModuleSpec
 from .backends.parallel import private_rng
 from .backends.progress import Progress, progress_bar
-from .backends.skorch import Phase, check_callbacks, fixed_split
+from .backends.skorch import DIVERGENCE_RATIO, Phase, check_callbacks, fixed_split
 from .exceptions import DivergenceError
 
 #: Prefixes of the parameters routed to skorch, exactly as skorch names them.
@@ -45,6 +46,9 @@ ROUTED_PREFIXES = (
 
 #: Rows of the training data the module is tried on before training.
 CHECK_ROWS = 8
+
+#: Training rows on which the final members' loss is compared with an untrained network's.
+LOSS_ROWS = 256
 
 #: Devices a network can be trained on.
 COMPUTE_DEVICES = ("cpu", "cuda", "mps")
@@ -274,13 +278,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
             data = self._plan_batches(data, template, rng)
+            untrained = _member_losses(
+                ParameterStack.from_members(template, [module_tensors(template)]), data
+            )
             with self._progress_bar() as progress:
                 data = dataclasses.replace(data, progress=progress)
                 result = self._fit_members(spec, data, rng)
             stack = ParameterStack.from_members(template, result.members, self.device)
             if result.recalibrate:
                 recalibrate_batchnorm(stack, self._batches(data.X[data.rows], stack))
-            self._check_final_members(stack, data)
+            self._check_final_members(stack, data, float(untrained[0]))
         except BaseException:
             self._forget_fit()
             raise
@@ -325,17 +332,18 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             return {"iterator_train__drop_last": True}
         return {}
 
-    def _check_final_members(self, stack: ParameterStack, data: TrainingData) -> None:
-        """Raise :class:`DivergenceError` if a member's probabilities are not finite."""
-        batch = torch.tensor(data.X[data.rows[:CHECK_ROWS]], device=stack.device)
-        logits = stack.forward(batch)
-        finite = torch.isfinite(logits.flatten(1)).all(dim=1)
-        if not bool(finite.all()):
-            bad = (~finite).nonzero().flatten().tolist()
+    def _check_final_members(self, stack: ParameterStack, data: TrainingData, untrained) -> None:
+        """Raise :class:`DivergenceError` if a member's outputs are not finite, or if its loss
+        on training rows exceeds ``DIVERGENCE_RATIO`` times the untrained network's."""
+        losses = _member_losses(stack, data)
+        bad = ~torch.isfinite(losses) | (losses > DIVERGENCE_RATIO * untrained)
+        if bool(bad.any()):
+            ids = bad.nonzero().flatten().tolist()
+            worst = losses[ids[0]].item()
             raise DivergenceError(
-                f"{type(self).__name__} diverged: member(s) {', '.join(str(i) for i in bad)} of "
-                f"{stack.n_members} (0-based) give non-finite outputs on the training data. "
-                f"{self._divergence_advice()}"
+                f"{type(self).__name__} diverged: member(s) {', '.join(map(str, ids))} of "
+                f"{stack.n_members} (0-based) have a loss of {worst:.4g} on training rows, "
+                f"against {untrained:.4g} for an untrained network. {self._divergence_advice()}"
             )
 
     def _divergence_advice(self) -> str:
@@ -576,3 +584,12 @@ def _warn_if_probabilities(out: torch.Tensor) -> None:
             UserWarning,
             stacklevel=4,
         )
+
+
+def _member_losses(stack: ParameterStack, data: TrainingData) -> torch.Tensor:
+    """Each member's cross-entropy on up to ``LOSS_ROWS`` training rows, shape (n_members,)."""
+    rows = data.rows[:LOSS_ROWS]
+    logits = stack.forward(torch.tensor(data.X[rows], device=stack.device)).to(torch.float64)
+    y = torch.tensor(data.y[rows], device=stack.device)
+    log_proba = logits.log_softmax(dim=-1).nan_to_num(nan=-math.inf)
+    return -log_proba[:, torch.arange(len(rows)), y].mean(dim=1)

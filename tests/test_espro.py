@@ -192,16 +192,16 @@ def test_batchnorm_cnn_on_images_with_recalibration(digits):
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
-        (dict(n_vertices=0), ValueError, "n_vertices == 0, must be >= 1"),
-        (dict(n_train_samples=0), ValueError, "n_train_samples == 0, must be >= 1"),
-        (dict(n_predict_samples=0), ValueError, "n_predict_samples == 0, must be >= 1"),
-        (dict(volume_lambda=-0.1), ValueError, "volume_lambda == -0.1, must be >= 0"),
-        (dict(n_modes=0), ValueError, "n_modes == 0, must be >= 1"),
-        (dict(epochs_per_vertex=0), ValueError, "epochs_per_vertex == 0, must be >= 1"),
-        (dict(vertex_lr=0.0), ValueError, "vertex_lr == 0.0, must be > 0"),
-        (dict(vertex_init_scale=0), ValueError, "vertex_init_scale == 0, must be > 0"),
+        (dict(n_vertices=0), ValueError, "n_vertices must be .*>= 1.*, got 0"),
+        (dict(n_train_samples=0), ValueError, "n_train_samples must be .*>= 1.*, got 0"),
+        (dict(n_predict_samples=0), ValueError, "n_predict_samples must be .*>= 1.*, got 0"),
+        (dict(volume_lambda=-0.1), ValueError, "volume_lambda must be .*>= 0.*, got -0.1"),
+        (dict(n_modes=0), ValueError, "n_modes must be .*>= 1.*, got 0"),
+        (dict(epochs_per_vertex=0), ValueError, "epochs_per_vertex must be .*>= 1.*, got 0"),
+        (dict(vertex_lr=0.0), ValueError, "vertex_lr must be .*> 0.*, got 0.0"),
+        (dict(vertex_init_scale=0), ValueError, "vertex_init_scale must be .*> 0.*, got 0"),
         (dict(recalibrate_bn="yes"), TypeError, "recalibrate_bn must be True or False"),
-        (dict(n_vertices=2.0), TypeError, "n_vertices must be an instance of int"),
+        (dict(n_vertices=2.0), TypeError, "n_vertices must be an integer"),
     ],
 )
 def test_bad_parameters_fail_in_fit(small_digits, params, error, match):

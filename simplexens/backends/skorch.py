@@ -346,9 +346,9 @@ def make_net(
 ):
     """Build a skorch net around an already-built module.
 
-    Every net gets a :class:`FiniteLoss` check first, then its own deep copy of the user's
-    callbacks (skorch would otherwise share and mutate the instances the user passed), then
-    ``extra_callbacks``. The training loader shuffles with its own generator seeded by
+    Every net gets a :class:`FiniteLoss` check first, then ``extra_callbacks``, then its own
+    deep copy of the user's callbacks (skorch would otherwise share and mutate the instances
+    the user passed). The training loader shuffles with its own generator seeded by
     ``seed``, unless the caller routed another through ``iterator_train__generator``.
     ``phase`` names the member and phase in error messages (``phase_at``, a function of the
     epoch, overrides it there for a net spanning two phases) and carries the progress handle
@@ -360,7 +360,9 @@ def make_net(
     user = kwargs.get("callbacks")
     user = [] if user is None else copy.deepcopy(list(user))
     guard = ("simplexens_finite_loss", FiniteLoss(phase_at))
-    kwargs["callbacks"] = [guard, *user, *extra_callbacks, *_reporting(phase, kwargs)]
+    # The method's own callbacks run before the user's, so that a user callback ending the
+    # phase at an epoch's end (EarlyStopping) cannot cost that epoch's collection.
+    kwargs["callbacks"] = [guard, *extra_callbacks, *user, *_reporting(phase, kwargs)]
     kwargs.setdefault("iterator_train__shuffle", True)
     kwargs.setdefault("iterator_train__generator", torch.Generator().manual_seed(seed))
     return net_class(module, **kwargs, phase_at=phase_at, **extra)

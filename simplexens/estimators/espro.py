@@ -155,7 +155,10 @@ class ESPROClassifier(BaseEnsembleClassifier):
         return self.n_modes * (self.max_epochs + (self.n_vertices - 1) * self.epochs_per_vertex)
 
     def _divergence_advice(self):
-        return f"Try a lower lr (now {self.lr}) or vertex_lr (now {self.vertex_lr})."
+        return (
+            f"Try a lower lr (now {self.lr}), vertex_lr (now {self.vertex_lr}) or "
+            f"volume_lambda (now {self.volume_lambda})."
+        )
 
     def _fit_members(self, spec, data, rng):
         schedule = VertexSchedule(
