@@ -200,6 +200,33 @@ def test_divergence_in_a_later_member_names_it(data):
         clf.fit(*data)
 
 
+class RecordLoss(Callback):
+    """Records the first batch's loss and every epoch's training loss (in-process fits)."""
+
+    losses: list = []  # noqa: RUF012 (shared on purpose: nets get deep copies of callbacks)
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 1:
+            RecordLoss.losses.append(net.history[0, "batches", 0, "train_loss"])
+        RecordLoss.losses.append(net.history[-1, "train_loss"])
+
+
+def test_one_exploding_epoch_that_training_recovers_from_is_let_through():
+    # Unscaled inputs (around 100) make the first epoch's loss explode; training recovers.
+    rng = np.random.RandomState(0)
+    X = rng.normal(loc=100, size=(100, 2)).astype(np.float32)
+    y = (X[:, 0] > 100).astype(int)
+    RecordLoss.losses = []
+    clf = DeepEnsembleClassifier(
+        MLP, n_estimators=1, max_epochs=6, lr=0.1, batch_size=32, callbacks=[RecordLoss()]
+    )
+    clf.set_params(random_state=0).fit(X, y)
+    initial, first, *rest = RecordLoss.losses
+    assert first > 10 * initial  # the bound was crossed once...
+    assert max(rest) < 10 * initial  # ...and training came back under it
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
 def test_a_run_that_explodes_in_its_last_step_is_caught_on_the_final_members(data):
     # One step per vertex phase (a single batch): the phase's loss is recorded before the
     # step that explodes, so only the final members' loss can tell.

@@ -8,10 +8,13 @@ the trained tensors on the CPU and the number of epochs run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import math
+import signal
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -162,9 +165,12 @@ def check_callbacks(callbacks, train_split) -> None:
             )
 
 
-#: An epoch's mean training loss above this many times the untrained network's loss counts
-#: as divergence (an exploding run; a healthy one stays far below).
+#: A training loss above this many times the untrained network's marks an exploding run (a
+#: healthy one stays far below; see :class:`FiniteLoss`).
 DIVERGENCE_RATIO = 10.0
+
+#: Epochs in a row above that bound that end training.
+DIVERGENCE_EPOCHS = 3
 
 
 @dataclass
@@ -225,9 +231,12 @@ class FiniteLoss(Callback):
     """Ends training with :class:`DivergenceError` when a run diverges.
 
     At the end of every epoch: the training loss skorch recorded must be finite, and the
-    epoch's mean data loss (the criterion alone, without ESPRO's volume term) must stay
-    below ``DIVERGENCE_RATIO`` times the untrained network's loss (when that is positive).
-    Only numbers already recorded are read, so no training step waits for the device.
+    epoch's mean data loss (the criterion alone, without ESPRO's volume term) must not stay
+    above ``DIVERGENCE_RATIO`` times the untrained network's loss (when that is positive)
+    for ``DIVERGENCE_EPOCHS`` epochs in a row, nor be above it at the phase's last epoch. A
+    single exploding epoch that training recovers from (common in the first epoch on
+    unscaled inputs) is let through. Only numbers already recorded are read, so no training
+    step waits for the device.
 
     Parameters
     ----------
@@ -238,6 +247,10 @@ class FiniteLoss(Callback):
     def __init__(self, phase_at):
         self.phase_at = phase_at
 
+    def initialize(self):
+        self.exploded_ = 0
+        return self
+
     def on_epoch_end(self, net, **kwargs):
         epoch = len(net.history)
         phase = self.phase_at(epoch)
@@ -247,11 +260,12 @@ class FiniteLoss(Callback):
                 f"{phase.where()}, epoch {epoch}: the training loss is {loss}. {phase.advice()}"
             )
         reference = net.initial_loss() if phase.reference is None else phase.reference
-        if reference > 0 and data > DIVERGENCE_RATIO * reference:
+        self.exploded_ = self.exploded_ + 1 if data > DIVERGENCE_RATIO * reference > 0 else 0
+        if self.exploded_ >= DIVERGENCE_EPOCHS or (self.exploded_ and epoch >= net.max_epochs):
             raise DivergenceError(
-                f"{phase.where()}, epoch {epoch}: the training loss rose to {data:.4g}, over "
-                f"{DIVERGENCE_RATIO:g} times the untrained network's {reference:.4g}. "
-                f"{phase.advice()}"
+                f"{phase.where()}, epoch {epoch}: the training loss is {data:.4g}, over "
+                f"{DIVERGENCE_RATIO:g} times the untrained network's {reference:.4g}, for "
+                f"{self.exploded_} epoch(s) in a row. {phase.advice()}"
             )
 
 
@@ -273,6 +287,40 @@ class ReportProgress(Callback):
         self.progress.phase_end(self.member, self.phase)
 
 
+class _Signals:
+    """Whether SIGINT arrived while a net was training."""
+
+    seen = False
+
+
+@contextlib.contextmanager
+def _watch_interrupts():
+    """Note every SIGINT (Ctrl-C) while the block runs, then let the handler in place act.
+
+    A ``KeyboardInterrupt`` raised by a callback is skorch's way to stop a run early; one
+    raised by Ctrl-C is not, even when it lands while a callback runs. The handler that
+    was installed (Python's, raising ``KeyboardInterrupt``, or the user's) still handles
+    every signal, and is put back on exit. Only in the main thread (the one Python delivers
+    signals to) and only over a callable handler; elsewhere nothing is installed and the
+    place the interrupt was raised decides.
+    """
+    signals = _Signals()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield signals
+        return
+
+    def note(signum, frame):
+        signals.seen = True
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield signals
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Interrupted(BaseException):
     """Carries a real KeyboardInterrupt past skorch, which swallows KeyboardInterrupt."""
 
@@ -283,7 +331,10 @@ class MemberNet(NeuralNet):
     - Ctrl-C stops the whole fit: skorch ends only the current training on
       ``KeyboardInterrupt`` (which is also how its ``EarlyStopping`` stops a run), so a
       ``KeyboardInterrupt`` raised by a callback stays a stop request, and one raised
-      anywhere else is raised again from :meth:`fit`.
+      anywhere else, or while a SIGINT (Ctrl-C) was seen, is raised again from :meth:`fit`.
+      To see the signal, :meth:`fit` wraps the SIGINT handler in place with one that notes
+      it and calls it, and puts it back afterwards (main thread only; in a thread, as in a
+      Dask worker, only the place the interrupt was raised decides).
     - Weights that are not finite after training raise :class:`DivergenceError`.
 
     Parameters
@@ -308,7 +359,7 @@ class MemberNet(NeuralNet):
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt as exc:
-            if self.stop_requested_:
+            if self.stop_requested_ and not getattr(self, "signals_", _Signals).seen:
                 raise
             raise _Interrupted(exc) from None
 
@@ -322,7 +373,8 @@ class MemberNet(NeuralNet):
 
     def fit(self, X, y=None, **fit_params):
         try:
-            super().fit(X, y, **fit_params)
+            with _watch_interrupts() as self.signals_:
+                super().fit(X, y, **fit_params)
         except _Interrupted as wrapped:
             raise wrapped.args[0] from None
         if not all(bool(torch.isfinite(t).all()) for t in module_tensors(self.module_).values()):
