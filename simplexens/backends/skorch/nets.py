@@ -1,9 +1,9 @@
-"""The only module that imports skorch: the nets that train each member.
+"""skorch nets and callbacks shared by every method's training.
 
-Every member is an ordinary skorch :class:`~skorch.NeuralNet` built inside the worker that
-trains it, from a :class:`~simplexens.backends.modules.ModuleSpec`, the estimator's skorch
-arguments, and the member's seed. What comes back to the parent is small and device-free:
-the trained tensors on the CPU and the number of epochs run.
+:class:`MemberNet` is skorch's ``NeuralNet`` with the guarantees an ensemble member needs
+(Ctrl-C stops the whole fit; divergence raises), built by :func:`make_net` with a divergence
+check, the user's callbacks and a progress report. The train/validation split is applied
+once per fit (:func:`fixed_split`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import functools
 import math
 import signal
 import threading
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +24,9 @@ from skorch.callbacks import Callback
 from skorch.dataset import Dataset, ValidSplit
 from torch.utils.data import Subset
 
-from ..exceptions import DivergenceError
-from ..geometry.simplex import log_volume
-from .functional import module_tensors
-from .modules import ModuleSpec
-from .parallel import private_rng
-from .progress import Progress
-from .schedules import CyclicSchedule
-from .simplex import SimplexModule, initial_vertex
-from .swag import SWAGMoments
+from ...exceptions import DivergenceError
+from ..functional import module_tensors
+from ..progress import Progress
 
 
 @dataclass
@@ -253,19 +246,27 @@ class FiniteLoss(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         epoch = len(net.history)
-        phase = self.phase_at(epoch)
         loss, data = net.history[-1, "train_loss"], net.epoch_data_loss()
-        if not (math.isfinite(loss) and math.isfinite(data)):
+        finite = math.isfinite(loss) and math.isfinite(data)
+        reference = self.phase_at(epoch).reference
+        reference = net.initial_loss() if reference is None else reference
+        exploding = not finite or data > DIVERGENCE_RATIO * reference > 0
+        self.exploded_ = self.exploded_ + 1 if exploding else 0
+        if not exploding:
+            return
+        started = epoch - self.exploded_ + 1  # the phase where it began is to blame
+        phase = self.phase_at(started)
+        since = f" (above {DIVERGENCE_RATIO:g} times the untrained network's {reference:.4g} "
+        since += f"since epoch {started})" if started < epoch else "in this epoch)"
+        if not finite:
             raise DivergenceError(
-                f"{phase.where()}, epoch {epoch}: the training loss is {loss}. {phase.advice()}"
+                f"{phase.where()}, epoch {epoch}: the training loss is {loss}{since}. "
+                f"{phase.advice()}"
             )
-        reference = net.initial_loss() if phase.reference is None else phase.reference
-        self.exploded_ = self.exploded_ + 1 if data > DIVERGENCE_RATIO * reference > 0 else 0
-        if self.exploded_ >= DIVERGENCE_EPOCHS or (self.exploded_ and epoch >= net.max_epochs):
+        if self.exploded_ >= DIVERGENCE_EPOCHS or epoch >= net.max_epochs:
             raise DivergenceError(
-                f"{phase.where()}, epoch {epoch}: the training loss is {data:.4g}, over "
-                f"{DIVERGENCE_RATIO:g} times the untrained network's {reference:.4g}, for "
-                f"{self.exploded_} epoch(s) in a row. {phase.advice()}"
+                f"{phase.where()}, epoch {epoch}: the training loss is {data:.4g}{since}. "
+                f"{phase.advice()}"
             )
 
 
@@ -437,382 +438,3 @@ def _reporting(phase: Phase, kwargs: dict) -> list:
 
 def _constant(value, *args):
     return value
-
-
-def fit_member(
-    spec: ModuleSpec,
-    net_kwargs: dict,
-    X: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    phase: Phase | None = None,
-) -> MemberResult:
-    """Build a fresh module from ``spec`` and train it with skorch, all randomness from ``seed``.
-
-    Parameters
-    ----------
-    spec : ModuleSpec
-        How to build the module.
-    net_kwargs : dict
-        Arguments of :class:`skorch.NeuralNet` other than ``module``.
-    X : ndarray of shape (n_samples, ...), float32
-        Training inputs.
-    y : ndarray of shape (n_samples,), int64
-        Encoded labels.
-    seed : int
-        The member's seed: initial weights, data order, dropout.
-    phase : Phase, optional
-        Names the member in error messages.
-
-    Returns
-    -------
-    MemberResult
-    """
-    # joblib hands large arrays to worker processes as read-only memory maps, which torch
-    # cannot wrap; one private copy per worker.
-    X = np.require(X, requirements="W")
-    with private_rng(seed, net_kwargs.get("device", "cpu")):
-        net = make_net(spec.build(), net_kwargs, seed, phase=phase)
-        net.fit(X, y)
-    return MemberResult(cpu_tensors(net.module_), len(net.history))
-
-
-class SimplexNet(MemberNet):
-    """A skorch net training the newest vertex of a :class:`SimplexModule`.
-
-    Its loss is the criterion on the simplex points' outputs minus ``volume_lambda * log V``.
-
-    Parameters
-    ----------
-    volume_lambda : float, default=0.0
-        λ, the weight of the ``-log V`` term.
-    """
-
-    def __init__(self, *args, volume_lambda=0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.volume_lambda = volume_lambda
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if training:
-            # Summed on the device; read once per epoch by epoch_data_loss.
-            self.data_loss_sum_ = self.data_loss_sum_ + loss.detach()
-            self.data_loss_steps_ += 1
-        if self.volume_lambda == 0:
-            return loss
-        return loss - self.volume_lambda * self.module_.log_volume().to(loss.dtype)
-
-    def on_epoch_begin(self, net, **kwargs):
-        super().on_epoch_begin(net, **kwargs)
-        self.data_loss_sum_, self.data_loss_steps_ = 0.0, 0
-
-    def epoch_data_loss(self) -> float:
-        """The last epoch's mean data term (the criterion, without ``-λ log V``)."""
-        return float(self.data_loss_sum_) / max(self.data_loss_steps_, 1)
-
-
-@dataclass
-class SimplexResult:
-    """What growing one ESPRO simplex returns to the parent process.
-
-    Attributes
-    ----------
-    vertices : dict of str to Tensor of shape (n_vertices, *shape)
-        The vertices, parameters only, on the CPU.
-    buffers : dict of str to Tensor
-        The mode's buffers (e.g. BatchNorm statistics) and the parameters the user froze, on
-        the CPU.
-    log_volumes : list of float
-        log V after each added vertex.
-    epochs : int
-        Epochs of gradient training, the mode's and every vertex's.
-    """
-
-    vertices: dict[str, torch.Tensor]
-    buffers: dict[str, torch.Tensor]
-    log_volumes: list
-    epochs: int
-
-
-@dataclass
-class VertexSchedule:
-    """How each vertex after the mode is trained (the ESPRO-specific parameters)."""
-
-    n_vertices: int
-    n_train_samples: int
-    volume_lambda: float
-    epochs_per_vertex: int
-    lr: float
-    init_scale: float
-
-
-def fit_simplex(
-    spec: ModuleSpec,
-    net_kwargs: dict,
-    schedule: VertexSchedule,
-    X: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    phase: Phase | None = None,
-) -> SimplexResult:
-    """Train a mode, then grow a simplex from it one vertex at a time (ESPRO).
-
-    Parameters
-    ----------
-    spec, net_kwargs, X, y, seed, phase
-        As in :func:`fit_member`; ``net_kwargs`` trains the mode.
-    schedule : VertexSchedule
-        The vertex phases.
-
-    Returns
-    -------
-    SimplexResult
-    """
-    X = np.require(X, requirements="W")
-    device = torch.device(net_kwargs.get("device", "cpu"))
-    phase = phase or default_phase(net_kwargs)
-    with private_rng(seed, device):
-        mode = make_net(spec.build(), net_kwargs, seed, phase=phase.but("mode"))
-        mode.fit(X, y)
-        module, epochs = mode.module_, len(mode.history)
-        # Vertices span the parameters the user trains; frozen ones stay at the mode's value.
-        vertices = {n: p.detach()[None] for n, p in module.named_parameters() if p.requires_grad}
-        names = list(vertices)
-        generator = torch.Generator(device).manual_seed(seed)
-        log_volumes = []
-        vertex_kwargs = {**net_kwargs, "lr": schedule.lr, "max_epochs": schedule.epochs_per_vertex}
-        rates = (("vertex_lr", schedule.lr), ("volume_lambda", schedule.volume_lambda))
-        for j in range(1, schedule.n_vertices):
-            start = initial_vertex(vertices, schedule.init_scale, generator)
-            simplex = SimplexModule(module, vertices, start, schedule.n_train_samples, generator)
-            net = make_net(
-                simplex,
-                vertex_kwargs,
-                int(torch.randint(2**31 - 1, (1,), generator=generator, device=device)),
-                net_class=SimplexNet,
-                phase=phase.but(f"vertex {j}", rates, mode.initial_loss()),
-                volume_lambda=schedule.volume_lambda,
-            )
-            net.fit(X, y)
-            vertices = {n: v.detach() for n, v in net.module_.vertices().items()}
-            log_volumes.append(float(log_volume(vertices)))
-            epochs += len(net.history)
-        fixed = {n: p for n, p in module.named_parameters() if n not in vertices}
-        buffers = {**fixed, **dict(module.named_buffers())}
-    return SimplexResult(
-        {n: vertices[n].to("cpu", copy=True) for n in names},
-        {n: b.detach().to("cpu", copy=True) for n, b in buffers.items()},
-        log_volumes,
-        epochs,
-    )
-
-
-class CyclicRate(Callback):
-    """Sets the learning rate of every training step from a :class:`CyclicSchedule` and
-    collects a snapshot of the module whenever the schedule says so (FGE).
-
-    Attributes
-    ----------
-    snapshots_ : list of dict of str to Tensor
-        The collected module tensors, on the CPU.
-    snapshot_steps_ : list of int
-        The steps after which they were collected.
-    rates_ : list of float
-        The learning rate each training step ran with.
-    """
-
-    def __init__(self, schedule: CyclicSchedule):
-        self.schedule = schedule
-
-    def initialize(self):
-        self.iteration_ = 0
-        self.snapshots_ = []
-        self.snapshot_steps_ = []
-        self.rates_ = []
-        return self
-
-    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        if training:
-            rate = self.schedule.rate(self.iteration_)
-            for group in net.optimizer_.param_groups:
-                group["lr"] = rate
-            self.rates_.append(rate)
-
-    def on_batch_end(self, net, batch=None, training=False, **kwargs):
-        if not training:
-            return
-        if self.schedule.is_snapshot(self.iteration_):
-            self.snapshots_.append(cpu_tensors(net.module_))
-            self.snapshot_steps_.append(self.iteration_)
-        self.iteration_ += 1
-
-
-class SWACollector(Callback):
-    """Runs the SWA phase: after ``swa_start`` epochs, trains at ``swa_lr`` and collects the
-    weights into a :class:`SWAGMoments` at the end of every epoch, or every ``every``
-    training steps.
-    """
-
-    def __init__(self, moments: SWAGMoments, swa_start: int, swa_lr: float, every=None):
-        self.moments = moments
-        self.swa_start = swa_start
-        self.swa_lr = swa_lr
-        self.every = every
-
-    def initialize(self):
-        self.steps_ = 0
-        return self
-
-    def _in_swa_phase(self, net) -> bool:
-        return len(net.history) > self.swa_start
-
-    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
-        # Every step, so that a learning-rate scheduler among the callbacks cannot move it.
-        if training and self._in_swa_phase(net):
-            for group in net.optimizer_.param_groups:
-                group["lr"] = self.swa_lr
-
-    def on_batch_end(self, net, batch=None, training=False, **kwargs):
-        if training and self.every is not None and self._in_swa_phase(net):
-            self.steps_ += 1
-            if self.steps_ % self.every == 0:
-                self.moments.collect(dict(net.module_.named_parameters()))
-
-    def on_epoch_end(self, net, **kwargs):
-        if self.every is None and self._in_swa_phase(net):
-            self.moments.collect(dict(net.module_.named_parameters()))
-
-
-def training_batches(net, X, y) -> int:
-    """Number of training steps per epoch of an initialised net on (X, y)."""
-    dataset, _ = net.get_split_datasets(X, y)
-    return len(net.get_iterator(dataset, training=True))
-
-
-@dataclass
-class FGEResult:
-    """What an FGE run returns: snapshots, their steps, every cyclic step's rate, epochs."""
-
-    snapshots: list
-    snapshot_steps: list
-    rates: list
-    epochs: int
-
-
-def fit_fge(
-    spec: ModuleSpec,
-    net_kwargs: dict,
-    cycle: dict,
-    X: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    phase: Phase | None = None,
-) -> FGEResult:
-    """Pretrain a network, then run cyclical-rate cycles and collect a snapshot per cycle.
-
-    ``cycle`` holds ``alpha1``, ``alpha2``, ``cycle_length`` (epochs) and ``n_snapshots``.
-    The cyclic phase runs whole epochs, as many as the last snapshot needs. A callback that
-    stops the cyclic phase early (``EarlyStopping``) ends the cycles: the snapshots taken so
-    far are kept, with a warning.
-    """
-    X = np.require(X, requirements="W")
-    phase = phase or default_phase(net_kwargs)
-    with private_rng(seed, net_kwargs.get("device", "cpu")):
-        pretrained = make_net(spec.build(), net_kwargs, seed, phase=phase.but("pretraining"))
-        pretrained.fit(X, y)
-        n_batches = training_batches(pretrained, X, y)
-        schedule = CyclicSchedule(
-            cycle["alpha1"],
-            cycle["alpha2"],
-            max(2, round(cycle["cycle_length"] * n_batches)),
-            cycle["n_snapshots"],
-        )
-        rate = CyclicRate(schedule)
-        cyclic_kwargs = {**net_kwargs, "max_epochs": -(-schedule.total_iterations // n_batches)}
-        cyclic = make_net(
-            pretrained.module_,
-            cyclic_kwargs,
-            seed + 1,
-            extra_callbacks=[("fge_cycle", rate)],
-            phase=phase.but("cycles", (("alpha1", cycle["alpha1"]),), pretrained.initial_loss()),
-        )
-        cyclic.fit(X, y)
-    _check_snapshots(len(rate.snapshots_), cycle["n_snapshots"])
-    epochs = len(pretrained.history) + len(cyclic.history)
-    return FGEResult(rate.snapshots_, rate.snapshot_steps_, rate.rates_, epochs)
-
-
-def _check_snapshots(taken: int, wanted: int) -> None:
-    if taken == 0:
-        raise ValueError(
-            f"the cyclic phase ended before its first snapshot (of n_snapshots={wanted}): a "
-            "callback such as EarlyStopping stopped it; loosen its patience or leave it out."
-        )
-    if taken < wanted:
-        warnings.warn(
-            f"a callback such as EarlyStopping ended the cycles after {taken} of "
-            f"n_snapshots={wanted} snapshots; the ensemble has {taken} members.",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-@dataclass
-class SWAGResult:
-    """What a SWAG run returns: its moments, the final buffers, its epochs."""
-
-    moments: SWAGMoments
-    buffers: dict
-    epochs: int
-
-
-def fit_swag(
-    spec: ModuleSpec,
-    net_kwargs: dict,
-    swa: dict,
-    X: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    phase: Phase | None = None,
-) -> SWAGResult:
-    """Train a network with a SWA phase from ``swa["swa_start"]`` on, collecting SWAG moments.
-
-    ``swa`` holds ``swa_start``, ``swa_lr``, ``max_rank``, ``collect_every`` and
-    ``stats_device``. A callback that stops training early (``EarlyStopping``) ends the run:
-    the weights collected so far make the moments.
-    """
-    X = np.require(X, requirements="W")
-    moments = SWAGMoments(
-        swa["max_rank"],
-        device=swa["stats_device"],
-        expected_collections=swa.get("expected_collections"),
-    )
-    collector = SWACollector(moments, swa["swa_start"], swa["swa_lr"], swa["collect_every"])
-    phase = phase or default_phase(net_kwargs)
-    before, during = (
-        phase.but("before SWA"),
-        phase.but("SWA", (("swa_lr", swa["swa_lr"]),)),
-    )
-    with private_rng(seed, net_kwargs.get("device", "cpu")):
-        net = make_net(
-            spec.build(),
-            net_kwargs,
-            seed,
-            extra_callbacks=[("swa_collector", collector)],
-            phase=phase.but("SWAG"),
-            phase_at=functools.partial(_swa_phase, swa["swa_start"], before, during),
-        )
-        net.fit(X, y)
-    if moments.n_collected == 0:
-        raise ValueError(
-            f"no weights were collected: the SWA phase (epochs after swa_start="
-            f"{swa['swa_start']}, {len(net.history)} epochs run) had fewer training steps than "
-            f"collect_every={swa['collect_every']}, or a callback such as EarlyStopping ended "
-            "training before it began."
-        )
-    buffers = {name: b.to("cpu", copy=True) for name, b in net.module_.named_buffers()}
-    return SWAGResult(moments.to("cpu"), buffers, len(net.history))
-
-
-def _swa_phase(swa_start: int, before: Phase, during: Phase, epoch: int) -> Phase:
-    return during if epoch > swa_start else before
