@@ -42,3 +42,16 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))
+
+
+class BatchNormMLP(nn.Module):
+    """A one-hidden-layer perceptron with BatchNorm, sized from the data."""
+
+    def __init__(self, n_features_in, n_classes):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features_in, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, n_classes)
+        )
+
+    def forward(self, x):
+        return self.net(x)

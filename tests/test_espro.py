@@ -164,9 +164,12 @@ def test_grid_search_over_simplex_parameters(small_digits):
 def test_batchnorm_cnn_on_images_with_recalibration(digits):
     X_train, X_test, y_train, y_test = digits
     images, test_images = X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8)
-    clf = espro(SmallCNN, n_modes=1, n_vertices=2, max_epochs=4, lr=0.05).fit(images, y_train)
+    clf = espro(
+        SmallCNN, n_modes=1, n_vertices=2, max_epochs=4, lr=0.05, iterator_valid__batch_size=64
+    ).fit(images, y_train)
     assert clf.score(test_images, y_test) > 0.85
-    # Oracle: torch's update_bn on each point, with the same batches in the same order.
+    # Oracle: torch's update_bn on each point, with the same batches (recalibration batches
+    # are sized as prediction's: iterator_valid__batch_size) in the same order.
     batches = [torch.tensor(images[i : i + 64]) for i in range(0, len(images), 64)]
     for i in range(clf.n_members_):
         module = SmallCNN(10)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from nets import MLP
+from nets import MLP, BatchNormMLP
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
@@ -327,17 +327,6 @@ def test_early_stopping_ends_fge_cycles_with_the_snapshots_taken(data):
 
 
 # -- degenerate batches, module outputs, input shapes -----------------------------------------
-
-
-class BatchNormMLP(nn.Module):
-    def __init__(self, n_features_in, n_classes):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(n_features_in, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, n_classes)
-        )
-
-    def forward(self, x):
-        return self.net(x)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)

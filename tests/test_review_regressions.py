@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from nets import MLP
+from nets import MLP, BatchNormMLP
 from numpy.testing import assert_allclose
 from skorch.callbacks import EarlyStopping, LRScheduler
 from torch import nn
@@ -26,17 +26,6 @@ class FrozenFeatures(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.features(x)))
-
-
-class BatchNormMLP(nn.Module):
-    def __init__(self, n_features_in, n_classes):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(n_features_in, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, n_classes)
-        )
-
-    def forward(self, x):
-        return self.net(x)
 
 
 class BatchNormItem(BatchNormMLP):
