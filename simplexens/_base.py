@@ -177,6 +177,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         kwargs = {name: getattr(self, name) for name in NET_PARAMETERS}
         kwargs.update({k: v for k, v in self._routed().items() if not k.startswith("module__")})
         kwargs.update(data.net)
+        for name in ("batch_size", "iterator_train__batch_size", "iterator_valid__batch_size"):
+            if name in kwargs:  # numpy integers pass the checks; torch's loader wants an int
+                kwargs[name] = int(kwargs[name])
         return kwargs
 
     def _phases(self, data: TrainingData) -> list[Phase]:
@@ -301,7 +304,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _plan_batches(self, data: TrainingData, template: nn.Module, rng) -> TrainingData:
-        """Split off the validation rows once, and keep BatchNorm off one-row batches.
+        """Split off the validation rows once, and check the training batches.
 
         ``train_split`` is applied here, once per fit, so that every member and every phase
         holds out the same rows (a ``ValidSplit`` without a ``random_state`` is seeded from
@@ -313,37 +316,39 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             seed = int(rng.randint(np.iinfo(np.int32).max))
             split = fixed_split(self.train_split, data.X, data.y, seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
-        net = {"train_split": split}
-        if batchnorm_layers(template):
-            net.update(self._batchnorm_loader(len(rows)))
-        return dataclasses.replace(data, rows=rows, net=net)
-
-    def _batchnorm_loader(self, n_rows: int) -> dict:
-        loader = self._routed("iterator_train")
-        step = loader.get("batch_size", self.batch_size)
-        step = n_rows if step == -1 else step
-        if min(step, n_rows) < 2:
+        _check_training_classes(data, rows, split)
+        data = dataclasses.replace(data, rows=rows, net={"train_split": split})
+        step, drop = self._training_loader(data)
+        if drop and len(rows) < step:
             raise ValueError(
-                f"the module has BatchNorm layers, which need at least 2 rows per training "
-                f"batch; got batches of {min(step, n_rows)} row (batch_size={step}, "
-                f"{n_rows} training rows)."
+                f"iterator_train__drop_last=True with batches of {step} rows leaves no training "
+                f"batch: there are only {len(rows)} training rows. Lower batch_size."
             )
-        if n_rows % step == 1 and not loader.get("drop_last", False):
-            return {"iterator_train__drop_last": True}
-        return {}
+        if batchnorm_layers(template):
+            data.net.update(_batchnorm_loader(step, drop, len(rows)))
+        return data
+
+    def _training_loader(self, data: TrainingData) -> tuple[int, bool]:
+        """Rows per training batch and whether the last, smaller batch is dropped."""
+        loader = self._routed("iterator_train")
+        step = int(loader.get("batch_size", self.batch_size))
+        step = len(data.rows) if step == -1 else step
+        drop = loader.get("drop_last", False) or data.net.get("iterator_train__drop_last", False)
+        return step, bool(drop)
 
     def _check_final_members(self, stack: ParameterStack, data: TrainingData, untrained) -> None:
         """Raise :class:`DivergenceError` if a member's outputs are not finite, or if its loss
         on training rows exceeds ``DIVERGENCE_RATIO`` times the untrained network's."""
-        losses = _member_losses(stack, data)
+        losses = _member_losses(stack, data, self.working_memory)
         bad = ~torch.isfinite(losses) | (losses > DIVERGENCE_RATIO * untrained)
         if bool(bad.any()):
             ids = bad.nonzero().flatten().tolist()
             worst = losses[ids[0]].item()
             raise DivergenceError(
                 f"{type(self).__name__} diverged: member(s) {', '.join(map(str, ids))} of "
-                f"{stack.n_members} (0-based) have a loss of {worst:.4g} on training rows, "
-                f"against {untrained:.4g} for an untrained network. {self._divergence_advice()}"
+                f"{stack.n_members} (indices into members_) have a loss of {worst:.4g} on "
+                f"training rows, against {untrained:.4g} for an untrained network. "
+                f"{self._divergence_advice()}"
             )
 
     def _divergence_advice(self) -> str:
@@ -546,7 +551,7 @@ def _check_module_output(
     except Exception as exc:
         raise ValueError(
             f"the module failed on an input batch of shape {tuple(batch.shape)}"
-            f"{_filled_hint(spec)}: {type(exc).__name__}: {exc}"
+            f"{_filled_hint(spec, batch.ndim)}: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         module.train(was_training)
@@ -556,14 +561,14 @@ def _check_module_output(
             f"the module must return logits of shape (n_samples, n_classes) = "
             f"({len(X)}, {n_classes}) for the {n_classes} classes in y, but returned {shape}; "
             "give its last layer n_classes outputs (a constructor argument named n_classes is "
-            f"filled from the data){_filled_hint(spec)}."
+            f"filled from the data){_filled_hint(spec, batch.ndim)}."
         )
     _warn_if_probabilities(out)
 
 
-def _filled_hint(spec: ModuleSpec) -> str:
+def _filled_hint(spec: ModuleSpec, ndim: int) -> str:
     filled = {k: spec.kwargs[k] for k in spec.filled if k in spec.kwargs}
-    if not filled:
+    if not filled or ndim <= 2:
         return ""
     values = ", ".join(f"{k}={v}" for k, v in filled.items())
     return (
@@ -582,14 +587,44 @@ def _warn_if_probabilities(out: torch.Tensor) -> None:
             "the loss and the predictions apply softmax themselves, so return logits: remove "
             "the final softmax layer.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
-def _member_losses(stack: ParameterStack, data: TrainingData) -> torch.Tensor:
-    """Each member's cross-entropy on up to ``LOSS_ROWS`` training rows, shape (n_members,)."""
+def _member_losses(stack: ParameterStack, data: TrainingData, working_memory=None) -> torch.Tensor:
+    """Each member's cross-entropy on up to ``LOSS_ROWS`` training rows, shape (n_members,).
+
+    In batches that keep all members' work within ``working_memory``, as prediction does.
+    """
     rows = data.rows[:LOSS_ROWS]
-    logits = stack.forward(torch.tensor(data.X[rows], device=stack.device)).to(torch.float64)
-    y = torch.tensor(data.y[rows], device=stack.device)
-    log_proba = logits.log_softmax(dim=-1).nan_to_num(nan=-math.inf)
-    return -log_proba[:, torch.arange(len(rows)), y].mean(dim=1)
+    step = batch_size_for(stack, data.X[rows], None, working_memory)
+    total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
+    for part in batch_slices(len(rows), step):
+        X = torch.tensor(data.X[rows[part]], device=stack.device)
+        y = torch.tensor(data.y[rows[part]], device=stack.device)
+        log_proba = stack.forward(X).to(torch.float64).log_softmax(dim=-1)
+        log_proba = log_proba.nan_to_num(nan=-math.inf)
+        total -= log_proba[:, torch.arange(len(y)), y].sum(dim=1)
+    return total / len(rows)
+
+
+def _batchnorm_loader(step: int, drop: bool, n_rows: int) -> dict:
+    """Loader settings for a module with BatchNorm: no training batch of a single row."""
+    if min(step, n_rows) < 2:
+        raise ValueError(
+            f"the module has BatchNorm layers, which need at least 2 rows per training "
+            f"batch; got batches of {min(step, n_rows)} row (batch_size={step}, "
+            f"{n_rows} training rows)."
+        )
+    return {"iterator_train__drop_last": True} if n_rows % step == 1 and not drop else {}
+
+
+def _check_training_classes(data: TrainingData, rows: np.ndarray, split) -> None:
+    """Every class must keep training rows after the validation split."""
+    missing = np.setdiff1d(np.arange(len(data.classes)), data.y[rows])
+    if len(missing):
+        raise ValueError(
+            f"train_split={split.source!r} left no training rows of class(es) "
+            f"{', '.join(map(str, data.classes[missing]))}; use a stratified split (e.g. "
+            "ValidSplit(0.2, stratified=True)) or a smaller validation part."
+        )

@@ -2,6 +2,8 @@
 
 import inspect
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import Callback, EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 from torch import nn
 
@@ -442,3 +444,72 @@ def test_a_failed_recalibration_restores_the_statistics(data):
     for name, tensor in stack.tensors.items():
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
     assert stack._strategy is None
+
+
+# -- training batches, splits and monitors ------------------------------------------------------
+
+
+def test_no_training_batch_at_all_is_refused(data):
+    clf = quick(DeepEnsembleClassifier, batch_size=200, iterator_train__drop_last=True)
+    with pytest.raises(ValueError, match=r"drop_last=True with batches of 200 rows .* 120"):
+        clf.fit(*data)
+
+
+def test_numpy_integers_are_accepted_as_batch_sizes(data):
+    clf = quick(
+        DeepEnsembleClassifier, batch_size=np.int64(32), iterator_valid__batch_size=np.int32(7)
+    )
+    reference = quick(DeepEnsembleClassifier, batch_size=32, iterator_valid__batch_size=7)
+    assert_array_equal(
+        clf.fit(*data).predict_proba(data[0]), reference.fit(*data).predict_proba(data[0])
+    )
+
+
+def test_a_split_leaving_a_class_without_training_rows_is_refused(data):
+    X, y = data
+    order = np.argsort(y, kind="stable")  # unshuffled folds: the first third is all class 0
+    with pytest.raises(ValueError, match=r"train_split=.* left no training rows of class\(es\) 2"):
+        quick(DeepEnsembleClassifier, train_split=ValidSplit(3, stratified=False)).fit(
+            X[order], y[order]
+        )
+
+
+def test_a_failing_split_names_train_split(data):
+    with pytest.raises(
+        ValueError, match=r"train_split=.*ValidSplit.* failed on the training data"
+    ):
+        quick(DeepEnsembleClassifier, train_split=ValidSplit(0.999)).fit(*data)
+
+
+def test_a_validation_score_of_epoch_scoring_needs_a_split(data):
+    callbacks = [EpochScoring("accuracy", name="acc"), EarlyStopping(monitor="acc")]
+    with pytest.raises(ValueError, match="monitors 'acc', a validation score"):
+        quick(DeepEnsembleClassifier, callbacks=callbacks).fit(*data)
+
+
+class SignalSelf(Callback):
+    """Sends this process SIGINT at the end of the first epoch."""
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+class StopAtTwo(Callback):
+    """Asks skorch to stop after the second epoch, as EarlyStopping does."""
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 2:
+            raise KeyboardInterrupt
+
+
+def test_a_user_sigint_handler_that_does_not_raise_leaves_stop_requests_alone(data):
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda *args: seen.append(True))
+    try:
+        clf = quick(DeepEnsembleClassifier, max_epochs=5, callbacks=[SignalSelf(), StopAtTwo()])
+        clf.fit(*data)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(seen) == 2  # the user's handler saw both members' signals...
+    assert clf.epochs_spent_ == 2 * 2  # ...and both members stopped as asked, at epoch 2

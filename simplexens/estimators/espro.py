@@ -155,9 +155,10 @@ class ESPROClassifier(BaseEnsembleClassifier):
         return self.n_modes * (self.max_epochs + (self.n_vertices - 1) * self.epochs_per_vertex)
 
     def _divergence_advice(self):
+        vertex_lr = self.lr if self.vertex_lr is None else self.vertex_lr
         return (
-            f"Try a lower lr (now {self.lr}), vertex_lr (now {self.vertex_lr}) or "
-            f"volume_lambda (now {self.volume_lambda})."
+            f"Try a lower lr (now {self.lr}), vertex_lr (now {vertex_lr}), volume_lambda "
+            f"(now {self.volume_lambda}) or vertex_init_scale (now {self.vertex_init_scale})."
         )
 
     def _fit_members(self, spec, data, rng):

@@ -179,11 +179,8 @@ class SWAGClassifier(BaseEnsembleClassifier):
         epochs = self.max_epochs - self.swa_start
         if self.collect_every is None:
             return epochs
-        loader, n = self._routed("iterator_train"), len(data.rows)
-        step = loader.get("batch_size", self.batch_size)
-        step = n if step == -1 else step
-        drop = loader.get("drop_last", False) or data.net.get("iterator_train__drop_last", False)
-        n_batches = n // step if drop else -(-n // step)
+        step, drop = self._training_loader(data)
+        n_batches = len(data.rows) // step if drop else -(-len(data.rows) // step)
         return epochs * n_batches // self.collect_every
 
     def _divergence_advice(self):

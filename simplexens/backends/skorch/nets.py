@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EpochScoring
 from skorch.dataset import Dataset, ValidSplit
 from torch.utils.data import Subset
 
@@ -63,11 +63,14 @@ class FixedSplit:
     train, valid : ndarray of int, Dataset or None
         Row indices into the training data, or a dataset the user's split returned as it is
         (e.g. skorch's ``predefined_split``).
+    source : callable, optional
+        The user's ``train_split`` it was computed from, for messages.
     """
 
-    def __init__(self, train, valid):
+    def __init__(self, train, valid, source=None):
         self.train = train
         self.valid = valid
+        self.source = source
 
     def __call__(self, dataset, y=None, **fit_params):
         return self._part(self.train, dataset), self._part(self.valid, dataset)
@@ -96,7 +99,13 @@ def fixed_split(train_split, X: np.ndarray, y: np.ndarray, seed: int) -> FixedSp
         train_split = copy.copy(train_split)
         train_split.random_state = seed
     dataset = Dataset(X, y)
-    train, valid = (_indices(part, dataset) for part in train_split(dataset, y))
+    try:
+        parts = train_split(dataset, y)
+    except Exception as exc:
+        raise ValueError(
+            f"train_split={train_split!r} failed on the training data: {exc}"
+        ) from exc
+    train, valid = (_indices(part, dataset) for part in parts)
     if isinstance(train, np.ndarray) and len(train) == 0:
         raise ValueError(f"train_split={train_split!r} left no training rows.")
     if isinstance(train, np.ndarray) and isinstance(valid, np.ndarray):
@@ -106,7 +115,7 @@ def fixed_split(train_split, X: np.ndarray, y: np.ndarray, seed: int) -> FixedSp
                 f"train_split={train_split!r} put {len(shared)} row(s) in both the training "
                 "and the validation part."
             )
-    return FixedSplit(train, valid)
+    return FixedSplit(train, valid, source=train_split)
 
 
 def _indices(part, dataset):
@@ -150,7 +159,7 @@ def check_callbacks(callbacks, train_split) -> None:
                 f"{item!r}{hint}."
             )
         monitor = getattr(callback, "monitor", None)
-        if train_split is None and isinstance(monitor, str) and monitor.startswith("valid_"):
+        if train_split is None and _is_validation_score(monitor, callbacks):
             raise ValueError(
                 f"callback {type(callback).__name__} monitors {monitor!r}, a validation score, "
                 "but train_split=None holds out no validation data; pass e.g. "
@@ -259,8 +268,9 @@ class FiniteLoss(Callback):
         since = f" (above {DIVERGENCE_RATIO:g} times the untrained network's {reference:.4g} "
         since += f"since epoch {started})" if started < epoch else "in this epoch)"
         if not finite:
+            before = f" (exploding since epoch {started})" if started < epoch else ""
             raise DivergenceError(
-                f"{phase.where()}, epoch {epoch}: the training loss is {loss}{since}. "
+                f"{phase.where()}, epoch {epoch}: the training loss is {loss}{before}. "
                 f"{phase.advice()}"
             )
         if self.exploded_ >= DIVERGENCE_EPOCHS or epoch >= net.max_epochs:
@@ -312,8 +322,11 @@ def _watch_interrupts():
         return
 
     def note(signum, frame):
-        signals.seen = True
-        previous(signum, frame)
+        try:
+            previous(signum, frame)
+        except KeyboardInterrupt:
+            signals.seen = True
+            raise
 
     signal.signal(signal.SIGINT, note)
     try:
@@ -385,6 +398,16 @@ class MemberNet(NeuralNet):
                 f"{phase.advice()}"
             )
         return self
+
+
+def _is_validation_score(monitor, callbacks) -> bool:
+    """Whether a monitored name is computed on validation data: ``valid_*``, or a score of
+    an ``EpochScoring(on_train=False)`` among the callbacks (and its ``*_best`` flag)."""
+    if not isinstance(monitor, str):
+        return False
+    scored = [c[1] if isinstance(c, tuple) else c for c in callbacks]
+    names = {c.name or c.scoring for c in scored if isinstance(c, EpochScoring) and not c.on_train}
+    return monitor.startswith("valid_") or monitor.removesuffix("_best") in names
 
 
 def make_net(

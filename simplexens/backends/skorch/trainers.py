@@ -166,7 +166,11 @@ def fit_simplex(
         generator = torch.Generator(device).manual_seed(seed)
         log_volumes = []
         vertex_kwargs = {**net_kwargs, "lr": schedule.lr, "max_epochs": schedule.epochs_per_vertex}
-        rates = (("vertex_lr", schedule.lr), ("volume_lambda", schedule.volume_lambda))
+        rates = (
+            ("vertex_lr", schedule.lr),
+            ("volume_lambda", schedule.volume_lambda),
+            ("vertex_init_scale", schedule.init_scale),
+        )
         for j in range(1, schedule.n_vertices):
             start = initial_vertex(vertices, schedule.init_scale, generator)
             simplex = SimplexModule(module, vertices, start, schedule.n_train_samples, generator)
