@@ -468,7 +468,7 @@ def test_numpy_integers_are_accepted_as_batch_sizes(data):
 def test_a_split_leaving_a_class_without_training_rows_is_refused(data):
     X, y = data
     order = np.argsort(y, kind="stable")  # unshuffled folds: the first third is all class 0
-    with pytest.raises(ValueError, match=r"train_split=.* left no training rows of class\(es\) 2"):
+    with pytest.raises(ValueError, match=r"train_split=.* left no training rows of class\(es\) 0"):
         quick(DeepEnsembleClassifier, train_split=ValidSplit(3, stratified=False)).fit(
             X[order], y[order]
         )
