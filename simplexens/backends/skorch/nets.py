@@ -220,7 +220,8 @@ class Phase:
         )
 
     def advice(self) -> str:
-        lower = " or ".join(f"{name} (now {value})" for name, value in self.rates)
+        named = [f"{name} (now {value})" for name, value in self.rates]
+        lower = " or ".join([", ".join(named[:-1]), named[-1]] if len(named) > 2 else named)
         return f"Try a lower {lower}." if lower else "Try a lower learning rate."
 
 
