@@ -281,16 +281,14 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
             data = self._plan_batches(data, template, rng)
-            untrained = _member_losses(
-                ParameterStack.from_members(template, [module_tensors(template)]), data
-            )
+            untrained = _untrained_loss(template, data)
             with self._progress_bar() as progress:
                 data = dataclasses.replace(data, progress=progress)
                 result = self._fit_members(spec, data, rng)
             stack = ParameterStack.from_members(template, result.members, self.device)
             if result.recalibrate:
                 recalibrate_batchnorm(stack, self._batches(data.X[data.rows], stack))
-            self._check_final_members(stack, data, float(untrained[0]))
+            self._check_final_members(stack, data, untrained)
         except BaseException:
             self._forget_fit()
             raise
@@ -606,6 +604,14 @@ def _member_losses(stack: ParameterStack, data: TrainingData, working_memory=Non
         log_proba = log_proba.nan_to_num(nan=-math.inf)
         total -= log_proba[:, torch.arange(len(y)), y].sum(dim=1)
     return total / len(rows)
+
+
+def _untrained_loss(template: nn.Module, data: TrainingData) -> float:
+    """The cross-entropy of the freshly built module on the rows :func:`_member_losses` uses
+    (one member, evaluated as it is: no vectorised attempt to warn about)."""
+    stack = ParameterStack.from_members(template, [module_tensors(template)])
+    stack.prefer_loop()
+    return float(_member_losses(stack, data)[0])
 
 
 def _batchnorm_loader(step: int, drop: bool, n_rows: int) -> dict:
