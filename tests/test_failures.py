@@ -513,3 +513,12 @@ def test_a_user_sigint_handler_that_does_not_raise_leaves_stop_requests_alone(da
         signal.signal(signal.SIGINT, previous)
     assert len(seen) == 2  # the user's handler saw both members' signals...
     assert clf.epochs_spent_ == 2 * 2  # ...and both members stopped as asked, at epoch 2
+
+
+def test_an_unlimited_working_memory_from_sklearn_config_predicts_in_one_batch(data):
+    import sklearn
+
+    clf = quick(DeepEnsembleClassifier).fit(*data)
+    expected = clf.predict_proba(data[0])
+    with sklearn.config_context(working_memory=math.inf):
+        assert_array_equal(clf.predict_proba(data[0]), expected)

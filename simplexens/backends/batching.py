@@ -144,11 +144,13 @@ def rows_per_batch(
         )
     if n_rows <= 1:
         return 1
+    if math.isinf(working_memory):  # no limit (e.g. sklearn.config_context(working_memory=inf))
+        return n_rows
     row_bytes = bytes_per_row(stack, sample)
     rows = int(working_memory * 2**20 // row_bytes)
     if rows < 1:
         warnings.warn(
-            f"one input row costs about {row_bytes / 2**20:.1f} MiB for the "
+            f"one input row costs about {row_bytes / 2**20:.3g} MiB for the "
             f"{stack.n_members} members, more than working_memory={working_memory} MiB; "
             "evaluating one row per batch. Raise working_memory or set "
             "iterator_valid__batch_size.",
