@@ -51,7 +51,7 @@ criterion : type, default=torch.nn.CrossEntropyLoss
     n_jobs : int or None, default=None
         Members trained in parallel through joblib (process backends: loky by default, Dask or
         Ray inside :func:`joblib.parallel_backend`). ``None`` means 1 outside such a context.
-    working_memory : int or None, default=None
+    working_memory : float or None, default=None
         Memory budget in MiB for one batch of prediction or BatchNorm recalibration, all
         members' work together (as scikit-learn's ``working_memory``); ``None`` uses
         ``sklearn.get_config()["working_memory"]`` (1024 by default). Ignored when
