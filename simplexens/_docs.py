@@ -31,7 +31,9 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         its own copy (``LRScheduler``, ``EarlyStopping``, ``Checkpoint``...). A callback
         that stops training early (``EarlyStopping``) ends the phase it runs in: a member's
         training, an ESPRO mode or vertex, FGE's pretraining or cycles, a SWAG run. A
-        callback that monitors a ``valid_*`` score needs a ``train_split``.
+        callback that monitors a ``valid_*`` score needs a ``train_split``. Each copy of a
+        ``Checkpoint`` or ``TrainEndCheckpoint`` writes its own files: its ``fn_prefix`` gains
+        ``member{i}_{phase}_`` (e.g. ``member2_vertex1_params.pt``).
     verbose : int, default=0
         0 prints nothing; 1 shows one progress bar over the whole fit (all members, phases
         and epochs), labelled with the member and phase; 2 adds skorch's per-epoch table of

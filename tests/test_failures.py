@@ -522,3 +522,18 @@ def test_an_unlimited_working_memory_from_sklearn_config_predicts_in_one_batch(d
     expected = clf.predict_proba(data[0])
     with sklearn.config_context(working_memory=math.inf):
         assert_array_equal(clf.predict_proba(data[0]), expected)
+
+
+def test_each_member_and_phase_checkpoints_to_its_own_files(data, tmp_path):
+    from skorch.callbacks import Checkpoint
+
+    checkpoint = Checkpoint(monitor="train_loss_best", dirname=str(tmp_path))
+    clf = quick(ESPROClassifier, n_modes=2, callbacks=[checkpoint]).fit(*data)
+    names = sorted(p.name for p in tmp_path.glob("*params.pt"))
+    expected = [f"member{m}_{phase}_params.pt" for m in (1, 2) for phase in ("mode", "vertex1")]
+    assert names == sorted(expected)
+    assert checkpoint.fn_prefix == ""  # the user's instance is left as it was
+    # Each file holds its own member's weights: the two modes' final weights differ.
+    modes = [torch.load(tmp_path / f"member{m}_mode_params.pt") for m in (1, 2)]
+    assert not torch.equal(modes[0]["net.1.weight"], modes[1]["net.1.weight"])
+    assert clf.n_members_ == 4

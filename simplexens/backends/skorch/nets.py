@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EpochScoring
+from skorch.callbacks import Callback, Checkpoint, EpochScoring, TrainEndCheckpoint
 from skorch.dataset import Dataset, ValidSplit
 from torch.utils.data import Subset
 
@@ -436,6 +436,7 @@ def make_net(
     kwargs = dict(net_kwargs)
     user = kwargs.get("callbacks")
     user = [] if user is None else copy.deepcopy(list(user))
+    _separate_checkpoints(user, phase)
     guard = ("simplexens_finite_loss", FiniteLoss(phase_at))
     # The method's own callbacks run before the user's, so that a user callback ending the
     # phase at an epoch's end (EarlyStopping) cannot cost that epoch's collection.
@@ -443,6 +444,20 @@ def make_net(
     kwargs.setdefault("iterator_train__shuffle", True)
     kwargs.setdefault("iterator_train__generator", torch.Generator().manual_seed(seed))
     return net_class(module, **kwargs, phase_at=phase_at, **extra)
+
+
+def _separate_checkpoints(callbacks: list, phase: Phase) -> None:
+    """Give each member's and phase's checkpoint files their own names.
+
+    Every net gets a copy of the user's ``Checkpoint`` and ``TrainEndCheckpoint``; with one
+    ``fn_prefix`` they would all write (and, with ``load_best``, read) the same files. The
+    prefix gains ``member{i}_{phase}_``, e.g. ``member2_vertex1_params.pt``.
+    """
+    tag = f"member{phase.member + 1}_{phase.label.replace(' ', '')}_"
+    for item in callbacks:
+        callback = item[1] if isinstance(item, tuple) else item
+        if isinstance(callback, Checkpoint | TrainEndCheckpoint):
+            callback.fn_prefix = f"{callback.fn_prefix}{tag}"
 
 
 def _reporting(phase: Phase, kwargs: dict) -> list:
