@@ -24,6 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ._init_modes import resolve_init_modes
 from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
@@ -119,6 +120,10 @@ class TrainingData:
         loader settings.
     progress : Progress
         The handle members report their epochs to.
+    untrained : float or None
+        The untrained network's loss on training rows: divergence is judged against it.
+    init : list of dict or None
+        The networks given as ``init_modes``, checked and copied (parameters and buffers).
     """
 
     X: np.ndarray
@@ -127,6 +132,8 @@ class TrainingData:
     rows: np.ndarray | None = None
     net: dict = field(default_factory=dict)
     progress: Progress = field(default_factory=Progress)
+    untrained: float | None = None
+    init: list | None = None
 
 
 class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -185,8 +192,11 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def _phases(self, data: TrainingData) -> list[Phase]:
         """Each trained member's name in messages, and where it reports progress."""
         rates, n = (("lr", self.lr),), self._n_trained()
-        name = type(self).__name__
-        return [Phase(name, i, n, "training", rates, progress=data.progress) for i in range(n)]
+        name, reference = type(self).__name__, data.untrained
+        return [
+            Phase(name, i, n, "training", rates, reference, progress=data.progress)
+            for i in range(n)
+        ]
 
     def _progress_bar(self):
         return progress_bar(
@@ -282,8 +292,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             rng = check_random_state(self.random_state)
             data = self._plan_batches(data, template, rng)
             untrained = _untrained_loss(template, data)
+            init = self._resolve_init_modes(template)
             with self._progress_bar() as progress:
-                data = dataclasses.replace(data, progress=progress)
+                data = dataclasses.replace(data, progress=progress, untrained=untrained, init=init)
                 result = self._fit_members(spec, data, rng)
             stack = ParameterStack.from_members(template, result.members, self.device)
             if result.recalibrate:
@@ -416,6 +427,51 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_module(self, template: nn.Module) -> None:
         """Checks of the built module that are the method's own (e.g. its parameter count)."""
+
+    # -- init_modes -------------------------------------------------------------------------
+
+    #: The parameter that counts the networks ``init_modes`` replaces.
+    _init_count_name = "n_modes"
+
+    def _init_count(self) -> int:
+        """How many networks ``init_modes`` must hold."""
+        return self._n_trained()
+
+    def _resolve_init_modes(self, template: nn.Module) -> list | None:
+        """``init_modes`` checked against the module and copied (None when not given)."""
+        if self.init_modes is None:
+            return None
+        return resolve_init_modes(
+            self.init_modes,
+            template,
+            expected=self._init_count(),
+            count_name=self._init_count_name,
+            owner=type(self).__name__,
+        )
+
+    def _init_mode_tensors(self) -> list[dict[str, torch.Tensor]]:
+        """The networks this estimator trained as ordinary networks, as tensor dicts (the
+        members by default; methods with modes return their modes)."""
+        check_is_fitted(self)
+        return [
+            {name: t.to("cpu", copy=True) for name, t in self.members_.member(i).items()}
+            for i in range(self.n_members_)
+        ]
+
+    def mode_state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """The trained networks another estimator can start from, as state dicts.
+
+        What ``init_modes=<this estimator>`` passes on: DeepEnsemble's members, ESPRO's and
+        SPRO's modes, a curve's endpoints, SWAG's SWA means, FGE's snapshots. Use it to keep
+        them through ``clone`` (which copies an estimator given as ``init_modes`` without
+        its fitted state, as inside ``GridSearchCV``).
+
+        Returns
+        -------
+        list of dict of str to Tensor
+            Parameters and buffers of each network, CPU copies.
+        """
+        return self._init_mode_tensors()
 
     # -- predict ----------------------------------------------------------------------------
 

@@ -64,6 +64,30 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         ``iterator_valid__*``, ``callbacks__*``. Training data are shuffled every epoch unless
         ``iterator_train__shuffle=False``."""
 
+INIT_MODES_PARAMETER = """\
+init_modes : fitted simplexens estimator, list of nn.Module, list of state dicts, or None, \
+default=None
+        Trained networks to start from instead of training the modes: a fitted estimator
+        (what its ``mode_state_dicts()`` returns: DeepEnsemble's members, ESPRO's and SPRO's
+        modes, a curve's endpoints, SWAG's SWA means, FGE's snapshots), modules of this
+        estimator's module, or their state dicts (one module or state dict alone counts as
+        a list of one). Their number must equal {count}; names and shapes must match the
+        module. The ordinary training of the modes is skipped and ``epochs_spent_`` counts
+        only what ``fit`` spends. The given tensors are copied, never modified. ``clone``
+        (and so ``GridSearchCV``) copies an estimator given here without its fitted state:
+        pass ``est.mode_state_dicts()`` to keep them."""
+
+ANCHOR_PHASE_PARAMETERS = """\
+{name}_schedule : {{"cosine", "constant"}}, default="cosine"
+        The learning rate within each {phase} phase: its own cosine annealing from
+        ``{name}_lr`` to 0 over the phase's steps, or ``{name}_lr`` held constant (then a
+        learning-rate scheduler in ``{name}_callbacks`` may set it).
+    {name}_callbacks : list of skorch callbacks or None, default=None
+        The callbacks of the {phase} phases. ``None``: those of ``callbacks`` except
+        learning-rate schedulers (``skorch.callbacks.LRScheduler``), which act in the modes'
+        training only: a schedule set up for ``max_epochs`` would otherwise restart in every
+        {phase} phase."""
+
 COMMON_ATTRIBUTES = """\
 classes_ : ndarray of shape (n_classes,)
         The labels seen in ``fit``.
@@ -84,8 +108,15 @@ classes_ : ndarray of shape (n_classes,)
 
 
 def fill_doc(cls):
-    """Replace the ``{module}``, ``{training}`` and ``{attributes}`` fields of a docstring."""
+    """Replace the ``{module}``, ``{training}``, ``{attributes}``, ``{init_modes}`` and
+    ``{phases}`` fields of a docstring; ``init_modes`` counts ``cls._init_count_name``, and the
+    anchor phases are named by ``cls._phase_names`` (parameter prefix, phase)."""
+    name, phase = getattr(cls, "_phase_names", ("vertex", "vertex"))
     cls.__doc__ = cls.__doc__.format(
-        module=MODULE_PARAMETER, training=TRAINING_PARAMETERS, attributes=COMMON_ATTRIBUTES
+        module=MODULE_PARAMETER,
+        training=TRAINING_PARAMETERS,
+        attributes=COMMON_ATTRIBUTES,
+        init_modes=INIT_MODES_PARAMETER.format(count=f"``{cls._init_count_name}``"),
+        phases=ANCHOR_PHASE_PARAMETERS.format(name=name, phase=phase),
     )
     return cls

@@ -1,5 +1,6 @@
 """ESPROClassifier through the public API."""
 
+import math
 import pickle
 import typing
 
@@ -228,9 +229,10 @@ class EpochCounter(Callback):
 
 
 def test_skorch_callbacks_run_in_mode_and_vertex_phases(small_digits):
-    # The callbacks list reaches the mode's net and every vertex's net: the counter sees
-    # every epoch ESPRO spends, and the scheduler (lr halved each epoch) restarts at the
-    # phase's own rate: 0.1 for the mode, vertex_lr for the vertices.
+    # The callbacks list reaches the mode's net and every vertex's net (the counter sees
+    # every epoch ESPRO spends), except the learning-rate scheduler, which acts in the mode's
+    # training only: each vertex phase anneals its own rate from vertex_lr (cosine over the
+    # phase's 2 x 5 steps; the rate seen at an epoch's end is that of its last step).
     X, y = small_digits
     EpochCounter.epochs, EpochCounter.lrs = 0, []
     scheduler = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
@@ -240,4 +242,26 @@ def test_skorch_callbacks_run_in_mode_and_vertex_phases(small_digits):
         callbacks=[EpochCounter(), scheduler, ProgressBar()],
     ).fit(X, y)
     assert EpochCounter.epochs == clf.epochs_spent_ == 3 + 2 * 2
-    assert_allclose(EpochCounter.lrs, [0.1, 0.05, 0.025, 0.02, 0.01, 0.02, 0.01])
+    steps = -(-len(X) // 64)
+    cosine = [0.01 * (1 + math.cos(math.pi * s / (2 * steps))) for s in (steps - 1, 2 * steps - 1)]
+    assert_allclose(EpochCounter.lrs, [0.1, 0.05, 0.025, *cosine, *cosine])
+
+
+@pytest.mark.parametrize(
+    ("vertex_callbacks", "expected"),
+    [(None, [0.02, 0.02]), ([LRScheduler(policy="StepLR", step_size=1, gamma=0.5)], [0.02, 0.01])],
+)
+def test_vertex_callbacks_choose_what_acts_in_the_vertex_phases(
+    small_digits, vertex_callbacks, expected
+):
+    X, y = small_digits
+    EpochCounter.epochs, EpochCounter.lrs = 0, []
+    scheduler = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
+    espro(
+        n_modes=1,
+        vertex_lr=0.02,
+        vertex_schedule="constant",
+        vertex_callbacks=None if vertex_callbacks is None else [EpochCounter(), *vertex_callbacks],
+        callbacks=[EpochCounter(), scheduler],
+    ).fit(X, y)
+    assert_allclose(EpochCounter.lrs, [0.1, 0.05, 0.025, *expected, *expected])

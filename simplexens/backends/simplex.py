@@ -1,22 +1,30 @@
-"""A simplex of parameter vectors over any ``nn.Module``, trained one vertex at a time.
+"""Points = coefficients x anchor tensors, over any ``nn.Module``: one mechanism for simplexes,
+simplicial complexes and curves.
 
-:class:`SimplexModule` wraps the user's module from the outside: the vertices are stacked
-tensors, one per parameter of the module, and every forward pass evaluates the module with
-:func:`torch.func.functional_call` at points of the simplex. No layer is rewritten. Only the
-newest vertex is an ``nn.Parameter``; the earlier ones are frozen buffers and stay
-bit-identical.
+:class:`AnchorModule` wraps the user's module from the outside: the anchors (a simplex's
+vertices, a complex's modes and connectors, a curve's endpoints and bends) are stacked tensors,
+one per parameter of the module, and every forward pass evaluates the module with
+:func:`torch.func.functional_call` at points ``φ = Σ_i a_i v_i`` whose coefficients ``a`` a
+sampler draws: Dirichlet in a simplex (:class:`SimplexSampler`), volume-weighted over a
+complex (:class:`ComplexSampler`), Bernstein or hat functions of ``t`` on a curve
+(:class:`CurveSampler`). A mask says which anchors train; the others are frozen buffers and
+stay bit-identical. An optional volume term gives ``log V`` of every simplex of the complex
+with a closed-form gradient.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call, vmap
 
-from ..geometry.simplex import gram_matrix, sample_barycentric
+from ..geometry.complex import SimplicialComplex, sample_complex
+from ..geometry.curves import curve_coefficients
+from ..geometry.simplex import sample_barycentric
 from .fused_linear import NotFusableError, SimplexParameter
 from .parallel import private_rng
 
@@ -104,163 +112,296 @@ def pad_rows(x: torch.Tensor, m: int) -> torch.Tensor:
     return x[torch.arange(m * math.ceil(n / m), device=x.device) % n]
 
 
-class NewVertexPoints(torch.autograd.Function):
-    """Points ``φ_m = Σ_i a_mi v_i`` of a simplex whose last vertex alone is trainable.
+class AnchorPoints(torch.autograd.Function):
+    """Points ``φ_m = Σ_i a_mi v_i`` of anchors of which only some are trainable.
 
-    ``apply(weights, frozen, vertex)`` with ``weights`` of shape (m, k + 1), ``frozen`` of
-    shape (k, *shape) and ``vertex`` of shape (*shape) returns (m, *shape). The backward pass
-    returns ``Σ_m a_mk ∂L/∂φ_m`` for the vertex alone, accumulated point by point: the
-    gradients vmap hands back for a layer's weights are often transposed in memory, and a
-    matrix product or a reduction over the point axis would first copy them.
+    ``apply(weights, frozen, trainable)`` with ``weights`` of shape (m, k + t) (the frozen
+    anchors' columns first), ``frozen`` of shape (k, *shape) and ``trainable`` of shape
+    (t, *shape) returns (m, *shape). The backward pass returns ``Σ_m a_mj ∂L/∂φ_m`` for each
+    trainable anchor j, accumulated point by point: the gradients vmap hands back for a layer's
+    weights are often transposed in memory, and a matrix product or a reduction over the
+    point axis would first copy them.
     """
 
     @staticmethod
-    def forward(weights, frozen, vertex):
+    def forward(weights, frozen, trainable):
         k = frozen.shape[0]
         flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
-        flat.addmm_(weights[:, k:], vertex.reshape(1, -1))
-        return flat.reshape(len(weights), *vertex.shape)
+        flat.addmm_(weights[:, k:], trainable.reshape(len(trainable), -1))
+        return flat.reshape(len(weights), *trainable.shape[1:])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0][:, -1])
+        weights, frozen, _ = inputs
+        ctx.save_for_backward(weights[:, frozen.shape[0] :])
 
     @staticmethod
     def backward(ctx, grad):
-        (scale,) = ctx.saved_tensors
-        grad_vertex = grad[0] * scale[0]
-        for m in range(1, len(scale)):
-            grad_vertex.addcmul_(grad[m], scale[m])
-        return None, None, grad_vertex
+        (scales,) = ctx.saved_tensors
+        grads = []
+        for scale in scales.T:
+            total = grad[0] * scale[0]
+            for m in range(1, len(scale)):
+                total.addcmul_(grad[m], scale[m])
+            grads.append(total)
+        return None, None, torch.stack(grads)
 
 
-class NewVertexLogVolume(torch.autograd.Function):
-    """log V of a simplex whose last vertex alone is trainable, with a closed-form gradient.
+class LogVolumes(torch.autograd.Function):
+    """log V of every simplex of a complex, each with at most one trainable anchor.
 
-    ``apply(simplex, *vertex)`` for a :class:`SimplexModule` and its newest vertex's tensors.
-    With ``E`` the frozen edges (rows ``v_i - v_0``, i < k), ``G_f = E E^T`` and the new edge
-    ``e = v_k - v_0``, the bordered Gram matrix has ``det G = det G_f * h^2`` where
-    ``h = |r|``, ``r = e - E^T G_f^{-1} E e`` is the height of the new vertex above the frozen
-    face. Hence ``log V = (log det G_f + log h^2) / 2 - log k!`` and
-    ``d log V / d v_k = r / h^2``.
+    ``apply(module, *trainable)`` for an :class:`AnchorModule` and its trainable anchors'
+    tensors returns a float64 tensor of shape (n_simplexes,). For a simplex whose trainable
+    anchor is ``v`` and whose frozen vertices are ``u_0, ..., u_{k-1}``, with ``E`` the frozen
+    edges (rows ``u_i - u_0``), ``G_f = E E^T`` and the new edge ``e = v - u_0``, the bordered
+    Gram matrix has ``det G = det G_f * h^2`` where ``h = |r|``,
+    ``r = e - E^T G_f^{-1} E e`` is the height of ``v`` above the frozen face. Hence
+    ``log V = (log det G_f + log h^2) / 2 - log k!`` and ``d log V / d v = r / h^2``.
 
     ``h^2`` is taken as ``r . r`` from the explicit residual, in float64, not as
-    ``e . e - (E e)^T G_f^{-1} E e``, which cancels when the new vertex is close to the frozen
-    face. Cost per parameter tensor: a few passes forward, one scaling backward, instead of
-    an autograd graph through float64 copies of every tensor.
+    ``e . e - (E e)^T G_f^{-1} E e``, which cancels when ``v`` is close to the frozen face.
+    Cost per simplex and parameter tensor: a few passes forward, one scaling backward, instead
+    of an autograd graph through float64 copies of every tensor. Simplexes without a trainable
+    anchor have a constant log V.
     """
 
     @staticmethod
-    def forward(ctx, simplex, *vertex):
-        edges = [(v - simplex._frozen(i)[0]).reshape(-1).double() for i, v in enumerate(vertex)]
-        frozen = [getattr(simplex, f"edges_{i}") for i in range(len(edges))]
-        cross = sum(f @ e for f, e in zip(frozen, edges, strict=True))
-        beta = torch.linalg.solve_ex(simplex.frozen_gram, cross).result
-        residuals = [
-            torch.addmv(e, f.T, beta, alpha=-1) for f, e in zip(frozen, edges, strict=True)
-        ]
-        height2 = sum(r @ r for r in residuals)
-        sign, logdet = simplex.frozen_sign, simplex.frozen_logdet
-        k = len(beta) + 1
-        log_v = 0.5 * (logdet + torch.log(height2)) - math.lgamma(k + 1)
-        # torch.where rather than an `if`: no host synchronisation inside a training step.
-        log_v = torch.where((sign > 0) & (height2 > 0), log_v, torch.full_like(log_v, -math.inf))
-        ctx.vertex = [(v.shape, v.dtype) for v in vertex]
-        ctx.save_for_backward(height2, *residuals)
-        return log_v
+    def forward(ctx, module, *trainable):
+        values, saved = [], []
+        for face in module.faces:
+            if face.anchor is None:
+                values.append(face.constant)
+                continue
+            edges = [
+                (t[face.anchor] - base).reshape(-1).double()
+                for t, base in zip(trainable, face.base, strict=True)
+            ]
+            cross = sum(f @ e for f, e in zip(face.edges, edges, strict=True))
+            beta = torch.linalg.solve_ex(face.gram, cross).result
+            residuals = [
+                torch.addmv(e, f.T, beta, alpha=-1) for f, e in zip(face.edges, edges, strict=True)
+            ]
+            height2 = sum(r @ r for r in residuals)
+            log_v = 0.5 * (face.logdet + torch.log(height2)) - math.lgamma(len(beta) + 2)
+            # torch.where rather than an `if`: no host synchronisation inside a training step.
+            ok = (face.sign > 0) & (height2 > 0)
+            values.append(torch.where(ok, log_v, torch.full_like(log_v, -math.inf)))
+            saved.append((face.anchor, height2, residuals))
+        ctx.saved = saved
+        ctx.trainable = [(t.shape, t.dtype) for t in trainable]
+        ctx.active = [i for i, face in enumerate(module.faces) if face.anchor is not None]
+        return torch.stack(values)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        height2, *residuals = ctx.saved_tensors
-        scale = grad / height2
-        return None, *(
-            (r * scale).to(dtype).view(shape)
-            for r, (shape, dtype) in zip(residuals, ctx.vertex, strict=True)
+        grads = [
+            torch.zeros(shape, dtype=dtype, device=grad.device) for shape, dtype in ctx.trainable
+        ]
+        for i, (anchor, height2, residuals) in zip(ctx.active, ctx.saved, strict=True):
+            scale = grad[i] / height2
+            for g, r in zip(grads, residuals, strict=True):
+                g[anchor] += (r * scale).to(g.dtype).view(g.shape[1:])
+        return None, *grads
+
+
+@dataclass
+class Face:
+    """The frozen part of one simplex of the complex, cached for :class:`LogVolumes`.
+
+    Attributes
+    ----------
+    anchor : int or None
+        Index among the trainable anchors of the simplex's trainable vertex (None: all frozen).
+    base : list of Tensor
+        The first frozen vertex, per parameter.
+    edges : list of Tensor of shape (k - 1, P_i)
+        The other frozen vertices minus ``base``, flattened, float64, per parameter.
+    gram, sign, logdet : Tensor
+        The frozen edges' Gram matrix and its signed log-determinant.
+    constant : Tensor
+        log V of a simplex without a trainable anchor.
+    """
+
+    anchor: int | None
+    base: list
+    edges: list
+    gram: torch.Tensor
+    sign: torch.Tensor
+    logdet: torch.Tensor
+    constant: torch.Tensor | None = None
+
+
+class SimplexSampler:
+    """Uniform points of the simplex spanned by all anchors: Dirichlet(1, ..., 1)."""
+
+    def __call__(self, m: int, module: AnchorModule) -> torch.Tensor:
+        return sample_barycentric(
+            m,
+            module.n_anchors,
+            generator=module.generator,
+            device=module.device,
+            dtype=module.dtype,
         )
 
 
-class SimplexModule(nn.Module):
-    """The simplex ``S(v_0, ..., v_k)`` over a module, with ``v_k`` trainable.
+class ComplexSampler:
+    """Uniform points of a simplicial complex: a simplex chosen with probability proportional
+    to its current volume, then Dirichlet(1) inside it (``weighting="equal"``: the reference
+    code's equal-probability choice, not uniform over the complex)."""
 
-    Each forward pass draws ``n_train_samples`` (M) points uniformly from the simplex and
+    def __init__(self, weighting: str = "volume"):
+        self.weighting = weighting
+
+    def __call__(self, m: int, module: AnchorModule) -> torch.Tensor:
+        log_volumes = module.log_volumes(keep=True).detach()
+        weights, _ = sample_complex(
+            m,
+            module.complex,
+            log_volumes,
+            weighting=self.weighting,
+            generator=module.generator,
+            device=module.device,
+            dtype=module.dtype,
+        )
+        return weights
+
+
+class CurveSampler:
+    """Points of a curve at ``t ~ U(0, 1)``: Bernstein (Bezier) or hat (polygonal chain)
+    coefficients of ``t`` over the bends, endpoints included."""
+
+    def __init__(self, curve: str):
+        self.curve = curve
+
+    def __call__(self, m: int, module: AnchorModule) -> torch.Tensor:
+        t = torch.rand(m, generator=module.generator, device=module.device, dtype=module.dtype)
+        return curve_coefficients(t, self.curve, module.n_anchors)
+
+
+class AnchorModule(nn.Module):
+    """Points ``φ = Σ_i a_i v_i`` over anchors ``v_i`` of a module, some of them trainable.
+
+    Each forward pass draws ``n_train_samples`` (M) coefficient vectors from ``sampler`` and
     evaluates chunk ``i`` of the batch at point ``i`` (:func:`chunked_forward`), so the
     criterion on the output is the mean over M points of the loss, estimated from disjoint
-    parts of the batch at the cost of one forward pass.
-
-    Only ``v_k`` carries gradients, so the frozen part of the Gram matrix (the frozen edges'
-    inner products) is computed once, and the volume term costs k inner products of length P
-    per step.
+    parts of the batch at the cost of one forward pass. A module whose trainable parameters
+    are only used by linear layers takes a fused path (:mod:`.fused_linear`).
 
     Parameters
     ----------
     template : nn.Module
         The user's module, giving the structure and the buffers (e.g. a trained mode).
-    frozen : dict of str to Tensor of shape (k, *shape)
-        The fixed vertices ``v_0 ... v_{k-1}``, one entry per trainable parameter of
-        ``template``; its other parameters (frozen by the user) keep the template's values.
-    start : dict of str to Tensor of shape (*shape)
-        The starting point of the new vertex ``v_k``.
+    anchors : dict of str to Tensor of shape (K, *shape)
+        The anchors, one entry per trainable parameter of ``template``; its other parameters
+        (frozen by the user) keep the template's values.
+    trainable : sequence of bool of length K
+        Which anchors train; the others are frozen.
+    sampler : callable
+        ``sampler(m, module)`` returns coefficients of shape (m, K) (:class:`SimplexSampler`,
+        :class:`ComplexSampler`, :class:`CurveSampler`).
     n_train_samples : int
-        M, the number of simplex points per forward pass (paper: 5).
+        M, the number of points per forward pass (paper: 5).
     generator : torch.Generator
         Source of the sampled points, on the module's device.
+    complex : SimplicialComplex, optional
+        Simplexes over the anchors, each with at most one trainable anchor: what
+        :meth:`log_volumes` measures. Default: one simplex of all anchors.
     """
 
-    def __init__(self, template, frozen, start, n_train_samples, generator):
+    def __init__(
+        self, template, anchors, trainable, sampler, n_train_samples, generator, complex=None
+    ):
         super().__init__()
         self.template = template.requires_grad_(False)
-        self.names = list(frozen)
+        self.names = list(anchors)
+        self.sampler = sampler
         self.n_train_samples = n_train_samples
         self.generator = generator
-        for i, name in enumerate(self.names):
-            self.register_buffer(f"frozen_{i}", frozen[name].detach().clone())
-        self._cache_frozen_geometry()
-        # Loading a state (skorch's load_params, checkpoints) replaces the frozen vertices.
-        self.register_load_state_dict_post_hook(_refresh_frozen_geometry)
-        self.vertex = nn.ParameterList(
-            nn.Parameter(start[name].detach().clone()) for name in self.names
+        mask = torch.as_tensor(list(trainable), dtype=torch.bool)
+        self.n_anchors = len(mask)
+        self.complex = complex or SimplicialComplex([tuple(range(self.n_anchors))], self.n_anchors)
+        first = next(iter(anchors.values()))
+        order = torch.cat([(~mask).nonzero().flatten(), mask.nonzero().flatten()])
+        self.register_buffer("order", order.to(first.device), persistent=False)
+        self.frozen_ids, self.trainable_ids = (
+            (~mask).nonzero().flatten().tolist(),
+            mask.nonzero().flatten().tolist(),
         )
+        for i, name in enumerate(self.names):
+            self.register_buffer(f"frozen_{i}", anchors[name][~mask].detach().clone())
+        self.trainable = nn.ParameterList(
+            nn.Parameter(anchors[name][mask].detach().clone()) for name in self.names
+        )
+        self._cache_faces()
+        # Loading a state (skorch's load_params, checkpoints) replaces the frozen anchors.
+        self.register_load_state_dict_post_hook(_refresh_frozen_geometry)
         # Whether forward uses the fused path for linear layers (None: not decided yet).
         self.fused = None
+        self._volumes = None
 
-    def _cache_frozen_geometry(self) -> None:
-        """Cache the frozen edges, their Gram matrix and its log-determinant (float64)."""
-        frozen = {name: self._frozen(i) for i, name in enumerate(self.names)}
-        for i, vertices in enumerate(frozen.values()):
-            edges = (vertices[1:] - vertices[:1]).flatten(1).double()
-            self.register_buffer(f"edges_{i}", edges, persistent=False)
-        self.register_buffer("frozen_gram", gram_matrix(frozen).detach(), persistent=False)
-        sign, logdet = torch.linalg.slogdet(self.frozen_gram)
-        self.register_buffer("frozen_sign", sign, persistent=False)
-        self.register_buffer("frozen_logdet", logdet, persistent=False)
+    @property
+    def device(self) -> torch.device:
+        return self.trainable[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.trainable[0].dtype
 
     def _frozen(self, i: int) -> torch.Tensor:
         return getattr(self, f"frozen_{i}")
 
-    def vertices(self) -> dict[str, torch.Tensor]:
-        """All vertices, ``(k + 1, *shape)`` per parameter; differentiable in the newest."""
+    def anchors(self) -> dict[str, torch.Tensor]:
+        """All anchors in their order, ``(K, *shape)`` per parameter; differentiable in the
+        trainable ones."""
         return {
-            name: torch.cat([self._frozen(i), self.vertex[i][None]])
+            name: torch.cat([self._frozen(i), self.trainable[i]])[self._inverse_order()]
             for i, name in enumerate(self.names)
         }
 
-    def log_volume(self) -> torch.Tensor:
-        """log V of the simplex, in float64 (differentiable in the newest vertex).
+    def _inverse_order(self) -> torch.Tensor:
+        return torch.argsort(self.order)
 
-        The Gram matrix is the frozen one bordered by the new edge ``e = v_k - v_0``:
-        ``[[G_frozen, E e], [(E e)^T, e^T e]]`` with ``E`` the frozen edges. Its gradient is
-        computed in closed form (:class:`NewVertexLogVolume`).
+    def _cache_faces(self) -> None:
+        """Cache, per simplex of the complex, its frozen edges and their Gram matrix (float64)."""
+        with torch.no_grad():
+            anchors = self.anchors()
+        position = {a: j for j, a in enumerate(self.trainable_ids)}
+        self.faces = []
+        for simplex in self.complex.simplexes:
+            moving = [a for a in simplex if a in position]
+            if len(moving) > 1:
+                raise ValueError(
+                    f"simplex {simplex} has {len(moving)} trainable anchors; the volume term "
+                    "trains one anchor per simplex at a time."
+                )
+            moving = moving[0] if moving else None
+            self.faces.append(_face(anchors, simplex, moving, position.get(moving)))
+
+    def log_volumes(self, keep: bool = False) -> torch.Tensor:
+        """log V of every simplex of the complex, float64, shape (n_simplexes,);
+        differentiable in the trainable anchors (closed form, :class:`LogVolumes`).
+
+        A sampler that needs the volumes computes them in the forward pass and keeps them
+        (``keep=True``) for the loss of the same step, which reads them once.
         """
-        return NewVertexLogVolume.apply(self, *self.vertex)
+        if self._volumes is not None and not keep:
+            volumes, self._volumes = self._volumes, None
+            return volumes
+        volumes = LogVolumes.apply(self, *self.trainable)
+        if keep and torch.is_grad_enabled():
+            self._volumes = volumes
+        return volumes
+
+    def log_volume(self) -> torch.Tensor:
+        """Σ log V over the simplexes of the complex (the single simplex's log V for ESPRO)."""
+        return self.log_volumes().sum()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._volumes = None
         # At least two rows per point, so that BatchNorm can train on every chunk.
         m = min(self.n_train_samples, max(1, x.shape[0] // 2))
-        k = self.frozen_gram.shape[0] + 1
-        weights = sample_barycentric(
-            m, k + 1, generator=self.generator, device=x.device, dtype=self.vertex[0].dtype
-        )
+        weights = self.sampler(m, self)[:, self.order]
         if self.fused is None and len(weights) > 1:  # one point: both paths are the same
             self.fused = self._fused_agrees(weights, x)
         if self.fused:
@@ -274,7 +415,7 @@ class SimplexModule(nn.Module):
         """Chunk m of ``x`` at point m, the module a black box under ``vmap``."""
         m = len(weights)
         points = {
-            name: NewVertexPoints.apply(weights, self._frozen(i), self.vertex[i])
+            name: AnchorPoints.apply(weights, self._frozen(i), self.trainable[i])
             for i, name in enumerate(self.names)
         }
         for name, p in self.template.named_parameters():
@@ -288,15 +429,15 @@ class SimplexModule(nn.Module):
             return chunked_forward(self.template, points, buffers, x)
         except RuntimeError as exc:
             raise RuntimeError(
-                "ESPRO evaluates the simplex points of a training step in one "
-                f"torch.func.vmap call, which failed on this module: {exc}"
+                "the points of a training step are evaluated in one torch.func.vmap call, "
+                f"which failed on this module: {exc}"
             ) from exc
 
     def _fused_forward(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The same as :meth:`_generic_forward` for modules built of linear layers."""
         padded = pad_rows(x, len(weights))
         params = {
-            name: SimplexParameter.wrap(self.vertex[i], self._frozen(i), weights, len(padded))
+            name: SimplexParameter.wrap(self.trainable[i], self._frozen(i), weights, len(padded))
             for i, name in enumerate(self.names)
         }
         return functional_call(self.template, params, (padded,))[: len(x)]
@@ -335,9 +476,56 @@ class SimplexModule(nn.Module):
             return (self._fused_forward if fused else self._generic_forward)(weights, x)
 
 
-def _refresh_frozen_geometry(module: SimplexModule, incompatible_keys) -> None:
+def simplex_module(template, frozen, start, n_train_samples, generator) -> AnchorModule:
+    """The simplex ``S(v_0, ..., v_k)`` of ESPRO, with only the newest vertex trainable.
+
+    Parameters
+    ----------
+    template : nn.Module
+        The user's module (a trained mode).
+    frozen : dict of str to Tensor of shape (k, *shape)
+        The fixed vertices ``v_0 ... v_{k-1}``.
+    start : dict of str to Tensor of shape (*shape)
+        The starting point of the new vertex ``v_k``.
+    n_train_samples : int
+        M, simplex points per forward pass.
+    generator : torch.Generator
+        Source of the sampled points.
+
+    Returns
+    -------
+    AnchorModule
+        Anchors ``v_0 ... v_k``, the last trainable, points Dirichlet(1) in the simplex.
+    """
+    anchors = {name: torch.cat([frozen[name], start[name][None]]) for name in frozen}
+    k = next(iter(frozen.values())).shape[0]
+    return AnchorModule(
+        template, anchors, [False] * k + [True], SimplexSampler(), n_train_samples, generator
+    )
+
+
+def _face(anchors: dict, simplex: tuple, moving: int | None, position: int | None) -> Face:
+    """The cached frozen geometry of one simplex (see :class:`LogVolumes`): ``moving`` is the
+    simplex's trainable anchor (an index into ``anchors``), ``position`` its index among the
+    trainable anchors."""
+    fixed = [a for a in simplex if a != moving]
+    base = [t[fixed[0]].detach() for t in anchors.values()]
+    edges = [
+        (t[fixed[1:]].detach() - b).flatten(1).double()
+        for t, b in zip(anchors.values(), base, strict=True)
+    ]
+    gram = sum(e @ e.T for e in edges)
+    sign, logdet = torch.linalg.slogdet(gram)
+    face = Face(position, base, edges, gram, sign, logdet)
+    if moving is None:
+        constant = 0.5 * logdet - math.lgamma(len(simplex))
+        face.constant = torch.where(sign > 0, constant, torch.full_like(logdet, -math.inf))
+    return face
+
+
+def _refresh_frozen_geometry(module: AnchorModule, incompatible_keys) -> None:
     """``load_state_dict`` post-hook (a module-level function, so the module pickles)."""
-    module._cache_frozen_geometry()
+    module._cache_faces()
 
 
 def _same(a, b) -> bool:

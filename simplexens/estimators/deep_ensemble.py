@@ -9,7 +9,7 @@ from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
-from .._params import Integer
+from .._params import Boolean, Integer
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import fit_member
 
@@ -19,14 +19,20 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
     """Deep ensemble: ``n_estimators`` networks trained independently, probabilities averaged.
 
     Each member is the user's module trained with skorch from its own seed, so members differ
-    in their initial weights and in the order they see the data. Prediction is the mean of the
-    members' softmax probabilities.
+    in their initial weights and in the order they see the data (or a network given in
+    ``init_modes``, then not trained). Prediction is the mean of the members' softmax
+    probabilities.
 
     Parameters
     ----------
     {module}
     n_estimators : int, default=5
         Number of networks (M in the paper, which uses M = 5).
+    recalibrate_bn : bool, default=False
+        Recompute every member's BatchNorm statistics with one pass over the training data
+        (exact averages instead of the running ones; useful for networks given as
+        ``init_modes`` that were trained on other data).
+    {init_modes}
     {training}
 
     Attributes
@@ -67,6 +73,8 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
         module,
         *,
         n_estimators=5,
+        recalibrate_bn=False,
+        init_modes=None,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         lr=0.01,
@@ -83,15 +91,19 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
     ):
         store_parameters(self, locals())
 
-    _constraints: ClassVar[dict] = {"n_estimators": Integer(1)}
+    _constraints: ClassVar[dict] = {"n_estimators": Integer(1), "recalibrate_bn": Boolean()}
+
+    _init_count_name = "n_estimators"
 
     def _n_trained(self):
         return self.n_estimators
 
     def _planned_epochs(self):
-        return self.n_estimators * self.max_epochs
+        return 0 if self.init_modes is not None else self.n_estimators * self.max_epochs
 
     def _fit_members(self, spec, data, rng):
+        if data.init is not None:  # the given networks are the members
+            return FitResult(data.init, 0, recalibrate=self.recalibrate_bn)
         kwargs = self._net_kwargs(data)
         seeds = member_seeds(rng, self.n_estimators)
         jobs = [
@@ -99,4 +111,8 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
             for seed, phase in zip(seeds, self._phases(data), strict=True)
         ]
         results = run_members(fit_member, jobs, self.n_jobs)
-        return FitResult([r.tensors for r in results], sum(r.epochs for r in results))
+        return FitResult(
+            [r.tensors for r in results],
+            sum(r.epochs for r in results),
+            recalibrate=self.recalibrate_bn,
+        )

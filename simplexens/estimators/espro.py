@@ -6,25 +6,27 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
 from .._params import Boolean, Integer, Real
 from ..backends.parallel import member_seeds, run_members
-from ..backends.skorch import VertexSchedule, fit_simplex
-from ..geometry.simplex import simplex_points
+from ..backends.skorch import AnchorPhases, fit_simplex
+from ._anchors import anchor_members, check_phase_callbacks, phase_constraints
 
 
 @fill_doc
 class ESPROClassifier(BaseEnsembleClassifier):
     """ESPRO: an ensemble of low-loss simplexes, one grown from each of ``n_modes`` networks.
 
-    Each mode is trained as an ordinary network (``max_epochs`` at ``lr``). Vertices are then
-    added one at a time: vertex ``j`` starts off the simplex of the vertices before it (at
-    their centroid moved along a random direction of relative size ``vertex_init_scale``, so
-    that the second vertex does not sit on the mode with zero volume) and is trained for
-    ``epochs_per_vertex`` epochs at ``vertex_lr`` with the earlier vertices frozen, on
+    Each mode is trained as an ordinary network (``max_epochs`` at ``lr``), or given
+    (``init_modes``). Vertices are then added one at a time: vertex ``j`` starts off the
+    simplex of the vertices before it (at their centroid moved along a random direction of
+    relative size ``vertex_init_scale``, so that the second vertex does not sit on the mode
+    with zero volume) and is trained for ``epochs_per_vertex`` epochs, with its own learning
+    rate schedule from ``vertex_lr`` (``vertex_schedule``) and the earlier vertices frozen, on
 
         L = (1/M) Σ_m CE(f(x; φ_m), y) - λ log V(S),   φ_m uniform in S,
 
@@ -75,9 +77,11 @@ class ESPROClassifier(BaseEnsembleClassifier):
     vertex_init_scale : float, default=0.1
         Relative size of the random move that starts each new vertex off the simplex (per
         parameter tensor, as a fraction of its norm at the centroid).
+    {phases}
     recalibrate_bn : bool, default=True
         Recompute BatchNorm statistics for every prediction point with one pass over the
         training data (no effect on a module without BatchNorm).
+    {init_modes}
     {training}
 
     Attributes
@@ -89,6 +93,8 @@ class ESPROClassifier(BaseEnsembleClassifier):
         log V of each simplex after each added vertex.
     predict_weights_ : ndarray of shape (n_modes, n_predict_samples, n_vertices)
         Barycentric coordinates of the prediction points.
+    mode_buffers_ : list of dict of str to Tensor
+        Each mode's buffers (e.g. BatchNorm statistics) and frozen parameters.
 
     References
     ----------
@@ -108,7 +114,10 @@ class ESPROClassifier(BaseEnsembleClassifier):
         epochs_per_vertex=5,
         vertex_lr=None,
         vertex_init_scale=0.1,
+        vertex_schedule="cosine",
+        vertex_callbacks=None,
         recalibrate_bn=True,
+        init_modes=None,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         lr=0.01,
@@ -135,7 +144,11 @@ class ESPROClassifier(BaseEnsembleClassifier):
         "vertex_init_scale": Real(0, None, "neither"),
         "vertex_lr": Real(0, None, "neither", none=True),
         "recalibrate_bn": Boolean(),
+        **phase_constraints("vertex"),
     }
+
+    def _check_method_params(self):
+        check_phase_callbacks(self, "vertex")
 
     def _check_module(self, template):
         trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
@@ -152,7 +165,8 @@ class ESPROClassifier(BaseEnsembleClassifier):
         return self.n_modes
 
     def _planned_epochs(self):
-        return self.n_modes * (self.max_epochs + (self.n_vertices - 1) * self.epochs_per_vertex)
+        mode = 0 if self.init_modes is not None else self.max_epochs
+        return self.n_modes * (mode + (self.n_vertices - 1) * self.epochs_per_vertex)
 
     def _divergence_advice(self):
         vertex_lr = self.lr if self.vertex_lr is None else self.vertex_lr
@@ -162,47 +176,51 @@ class ESPROClassifier(BaseEnsembleClassifier):
         )
 
     def _fit_members(self, spec, data, rng):
-        schedule = VertexSchedule(
-            n_vertices=self.n_vertices,
+        phases = AnchorPhases(
             n_train_samples=self.n_train_samples,
             volume_lambda=float(self.volume_lambda),
-            epochs_per_vertex=self.epochs_per_vertex,
+            epochs=self.epochs_per_vertex,
             lr=self.lr if self.vertex_lr is None else self.vertex_lr,
             init_scale=float(self.vertex_init_scale),
+            schedule=self.vertex_schedule,
+            callbacks=self.vertex_callbacks,
         )
         kwargs = self._net_kwargs(data)
         seeds = member_seeds(rng, self.n_modes)
+        inits = data.init or [None] * self.n_modes
         jobs = [
-            (spec, kwargs, schedule, data.X, data.y, seed, phase)
-            for seed, phase in zip(seeds, self._phases(data), strict=True)
+            (spec, kwargs, self.n_vertices, phases, data.X, data.y, seed, phase, init)
+            for seed, phase, init in zip(seeds, self._phases(data), inits, strict=True)
         ]
         simplexes = run_members(fit_simplex, jobs, self.n_jobs)
         weights = torch.from_numpy(
             rng.dirichlet(np.ones(self.n_vertices), size=(self.n_modes, self.n_predict_samples))
         )
         members = [
-            {**point, **simplex.buffers}
+            member
             for simplex, w in zip(simplexes, weights, strict=True)
-            for point in _unstack(simplex_points(simplex.vertices, w))
+            for member in anchor_members(simplex.anchors, w, simplex.buffers)
         ]
         return FitResult(
             members,
             sum(s.epochs for s in simplexes),
             {
                 "simplex_vertices_": {
-                    name: torch.stack([s.vertices[name] for s in simplexes])
-                    for name in simplexes[0].vertices
+                    name: torch.stack([s.anchors[name] for s in simplexes])
+                    for name in simplexes[0].anchors
                 },
                 "simplex_log_volumes_": np.array(
                     [s.log_volumes for s in simplexes], dtype=np.float64
                 ).reshape(self.n_modes, self.n_vertices - 1),
                 "predict_weights_": weights.numpy(),
+                "mode_buffers_": [s.buffers for s in simplexes],
             },
             recalibrate=self.recalibrate_bn,
         )
 
-
-def _unstack(points: dict) -> list[dict]:
-    """Dict of (S, *shape) tensors -> list of S dicts of (*shape) tensors."""
-    n = len(next(iter(points.values())))
-    return [{name: t[i] for name, t in points.items()} for i in range(n)]
+    def _init_mode_tensors(self):
+        check_is_fitted(self)
+        return [
+            {**{n: v[i, 0].clone() for n, v in self.simplex_vertices_.items()}, **buffers}
+            for i, buffers in enumerate(self.mode_buffers_)
+        ]

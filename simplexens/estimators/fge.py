@@ -21,11 +21,11 @@ class FGEClassifier(BaseEnsembleClassifier):
     """Fast Geometric Ensembling: snapshots of one network along a cyclical learning rate.
 
     The network is first trained for ``max_epochs`` epochs as usual (the pretraining
-    budget). Then the learning rate follows cycles of ``cycle_length`` epochs: within each
-    cycle it falls linearly from α1 (``alpha1``) to α2 (``alpha2``) over the first half and
-    rises back to α1 over the second, set at every training step; the weights are collected
-    each time the rate reaches α2, ``n_snapshots`` times. Prediction averages the
-    snapshots' softmax probabilities.
+    budget), or given (``init_modes``). Then the learning rate follows cycles of
+    ``cycle_length`` epochs: within each cycle it falls linearly from α1 (``alpha1``) to α2
+    (``alpha2``) over the first half and rises back to α1 over the second, set at every
+    training step; the weights are collected each time the rate reaches α2, ``n_snapshots``
+    times. Prediction averages the snapshots' softmax probabilities.
 
     A cycle has ``C = round(cycle_length * n_batches)`` steps (at least 2), so the length may
     be fractional or odd; the rate is exactly α2 at step ``floor(C / 2)`` of each cycle. The
@@ -45,6 +45,8 @@ class FGEClassifier(BaseEnsembleClassifier):
     alpha2 : float, default=1e-4
         α2, the learning rate at the middle of each cycle, where snapshots are taken (paper:
         1e-4; 0.01 for ResNets).
+    {init_modes}
+        FGE starts from one network: the cycles run from it and the pretraining is skipped.
     {training}
 
     Attributes
@@ -69,6 +71,7 @@ class FGEClassifier(BaseEnsembleClassifier):
         cycle_length=4,
         alpha1=0.05,
         alpha2=1e-4,
+        init_modes=None,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         lr=0.01,
@@ -101,11 +104,14 @@ class FGEClassifier(BaseEnsembleClassifier):
 
     _member_name = "network"
 
+    _init_count_name = "the single network FGE starts from"
+
     def _n_trained(self):
         return 1
 
     def _planned_epochs(self):
-        return self.max_epochs + math.ceil(self.cycle_length * self.n_snapshots)
+        pretraining = 0 if self.init_modes is not None else self.max_epochs
+        return pretraining + math.ceil(self.cycle_length * self.n_snapshots)
 
     def _fit_members(self, spec, data, rng):
         cycle = dict(
@@ -116,7 +122,8 @@ class FGEClassifier(BaseEnsembleClassifier):
         )
         (seed,) = member_seeds(rng, 1)
         (phase,) = self._phases(data)
-        run = fit_fge(spec, self._net_kwargs(data), cycle, data.X, data.y, seed, phase)
+        init = data.init[0] if data.init else None
+        run = fit_fge(spec, self._net_kwargs(data), cycle, data.X, data.y, seed, phase, init)
         return FitResult(
             run.snapshots,
             run.epochs,

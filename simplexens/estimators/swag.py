@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
@@ -67,11 +68,16 @@ class SWAGClassifier(BaseEnsembleClassifier):
         Keep the SWAG statistics on the CPU while training on a GPU.
     recalibrate_bn : bool, default=True
         Recompute BatchNorm statistics for every sample with one pass over the training data.
+    {init_modes}
+        Each run's SWA phase (the ``max_epochs - swa_start`` epochs at ``swa_lr``) starts
+        from its given network; the epochs before it are skipped.
     {training}
 
     Attributes
     ----------
     {attributes}
+    mode_buffers_ : list of dict of str to Tensor
+        Each run's final buffers (e.g. BatchNorm statistics).
     swag_moments_ : list of SWAGMoments
         Each run's statistics: ``mean``, ``sq_mean``, ``deviations`` (oldest first),
         ``n_collected``.
@@ -101,6 +107,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
         collect_every=None,
         stats_on_cpu=False,
         recalibrate_bn=True,
+        init_modes=None,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         lr=0.01,
@@ -148,9 +155,10 @@ class SWAGClassifier(BaseEnsembleClassifier):
             expected_collections=self._collections(data),
         )
         seeds = member_seeds(rng, self.n_modes)
+        inits = data.init or [None] * self.n_modes
         jobs = [
-            (spec, self._net_kwargs(data), swa, data.X, data.y, seed, phase)
-            for seed, phase in zip(seeds, self._phases(data), strict=True)
+            (spec, self._net_kwargs(data), swa, data.X, data.y, seed, phase, init)
+            for seed, phase, init in zip(seeds, self._phases(data), inits, strict=True)
         ]
         runs = run_members(fit_swag, jobs, self.n_jobs)
         sample_seeds = member_seeds(rng, self.n_modes)
@@ -162,17 +170,28 @@ class SWAGClassifier(BaseEnsembleClassifier):
         return FitResult(
             members,
             sum(run.epochs for run in runs),
-            {"swag_moments_": [run.moments for run in runs]},
+            {
+                "swag_moments_": [run.moments for run in runs],
+                "mode_buffers_": [run.buffers for run in runs],
+            },
             recalibrate=self.recalibrate_bn,
         )
 
     _member_name = "run"
 
+    def _init_mode_tensors(self):
+        check_is_fitted(self)
+        return [
+            {**{n: t.to("cpu", copy=True) for n, t in m.mean.items()}, **buffers}
+            for m, buffers in zip(self.swag_moments_, self.mode_buffers_, strict=True)
+        ]
+
     def _n_trained(self):
         return self.n_modes
 
     def _planned_epochs(self):
-        return self.n_modes * self.max_epochs
+        before = self.swa_start if self.init_modes is None else 0
+        return self.n_modes * (self.max_epochs - self.swa_start + before)
 
     def _collections(self, data):
         """How many times the schedule collects weights (bounds the deviation buffer)."""

@@ -5,6 +5,18 @@ trains it (:mod:`.nets`), by one trainer per method (:mod:`.trainers`). What com
 parent is small and device-free: the trained tensors on the CPU and the number of epochs run.
 """
 
+from .anchors import (
+    PHASE_SCHEDULES,
+    AnchorNet,
+    AnchorPhases,
+    AnchorResult,
+    PhaseRate,
+    fit_complex,
+    fit_curve,
+    fit_simplex,
+    load_tensors,
+    start_mode,
+)
 from .nets import (
     DIVERGENCE_EPOCHS,
     DIVERGENCE_RATIO,
@@ -23,14 +35,10 @@ from .nets import (
 from .trainers import (
     CyclicRate,
     FGEResult,
-    SimplexNet,
-    SimplexResult,
     SWACollector,
     SWAGResult,
-    VertexSchedule,
     fit_fge,
     fit_member,
-    fit_simplex,
     fit_swag,
     training_batches,
 )
@@ -38,6 +46,10 @@ from .trainers import (
 __all__ = [
     "DIVERGENCE_EPOCHS",
     "DIVERGENCE_RATIO",
+    "PHASE_SCHEDULES",
+    "AnchorNet",
+    "AnchorPhases",
+    "AnchorResult",
     "CyclicRate",
     "FGEResult",
     "FiniteLoss",
@@ -45,20 +57,22 @@ __all__ = [
     "MemberNet",
     "MemberResult",
     "Phase",
+    "PhaseRate",
     "ReportProgress",
     "SWACollector",
     "SWAGResult",
-    "SimplexNet",
-    "SimplexResult",
-    "VertexSchedule",
     "check_callbacks",
     "cpu_tensors",
     "default_phase",
+    "fit_complex",
+    "fit_curve",
     "fit_fge",
     "fit_member",
     "fit_simplex",
     "fit_swag",
     "fixed_split",
+    "load_tensors",
     "make_net",
+    "start_mode",
     "training_batches",
 ]

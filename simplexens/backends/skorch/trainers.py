@@ -12,16 +12,14 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from skorch.callbacks import Callback
 
-from ...geometry.simplex import log_volume
 from ..modules import ModuleSpec
 from ..parallel import private_rng
 from ..schedules import CyclicSchedule
-from ..simplex import SimplexModule, initial_vertex
 from ..swag import SWAGMoments
-from .nets import MemberNet, MemberResult, Phase, cpu_tensors, default_phase, make_net
+from .anchors import load_tensors, start_mode
+from .nets import MemberResult, Phase, cpu_tensors, default_phase, make_net
 
 
 def fit_member(
@@ -60,140 +58,6 @@ def fit_member(
         net = make_net(spec.build(), net_kwargs, seed, phase=phase)
         net.fit(X, y)
     return MemberResult(cpu_tensors(net.module_), len(net.history))
-
-
-class SimplexNet(MemberNet):
-    """A skorch net training the newest vertex of a :class:`SimplexModule`.
-
-    Its loss is the criterion on the simplex points' outputs minus ``volume_lambda * log V``.
-
-    Parameters
-    ----------
-    volume_lambda : float, default=0.0
-        λ, the weight of the ``-log V`` term.
-    """
-
-    def __init__(self, *args, volume_lambda=0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.volume_lambda = volume_lambda
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if training:
-            # Summed on the device; read once per epoch by epoch_data_loss.
-            self.data_loss_sum_ = self.data_loss_sum_ + loss.detach()
-            self.data_loss_steps_ += 1
-        if self.volume_lambda == 0:
-            return loss
-        return loss - self.volume_lambda * self.module_.log_volume().to(loss.dtype)
-
-    def on_epoch_begin(self, net, **kwargs):
-        super().on_epoch_begin(net, **kwargs)
-        self.data_loss_sum_, self.data_loss_steps_ = 0.0, 0
-
-    def epoch_data_loss(self) -> float:
-        """The last epoch's mean data term (the criterion, without ``-λ log V``)."""
-        return float(self.data_loss_sum_) / max(self.data_loss_steps_, 1)
-
-
-@dataclass
-class SimplexResult:
-    """What growing one ESPRO simplex returns to the parent process.
-
-    Attributes
-    ----------
-    vertices : dict of str to Tensor of shape (n_vertices, *shape)
-        The vertices, parameters only, on the CPU.
-    buffers : dict of str to Tensor
-        The mode's buffers (e.g. BatchNorm statistics) and the parameters the user froze, on
-        the CPU.
-    log_volumes : list of float
-        log V after each added vertex.
-    epochs : int
-        Epochs of gradient training, the mode's and every vertex's.
-    """
-
-    vertices: dict[str, torch.Tensor]
-    buffers: dict[str, torch.Tensor]
-    log_volumes: list
-    epochs: int
-
-
-@dataclass
-class VertexSchedule:
-    """How each vertex after the mode is trained (the ESPRO-specific parameters)."""
-
-    n_vertices: int
-    n_train_samples: int
-    volume_lambda: float
-    epochs_per_vertex: int
-    lr: float
-    init_scale: float
-
-
-def fit_simplex(
-    spec: ModuleSpec,
-    net_kwargs: dict,
-    schedule: VertexSchedule,
-    X: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    phase: Phase | None = None,
-) -> SimplexResult:
-    """Train a mode, then grow a simplex from it one vertex at a time (ESPRO).
-
-    Parameters
-    ----------
-    spec, net_kwargs, X, y, seed, phase
-        As in :func:`fit_member`; ``net_kwargs`` trains the mode.
-    schedule : VertexSchedule
-        The vertex phases.
-
-    Returns
-    -------
-    SimplexResult
-    """
-    X = np.require(X, requirements="W")
-    device = torch.device(net_kwargs.get("device", "cpu"))
-    phase = phase or default_phase(net_kwargs)
-    with private_rng(seed, device):
-        mode = make_net(spec.build(), net_kwargs, seed, phase=phase.but("mode"))
-        mode.fit(X, y)
-        module, epochs = mode.module_, len(mode.history)
-        # Vertices span the parameters the user trains; frozen ones stay at the mode's value.
-        vertices = {n: p.detach()[None] for n, p in module.named_parameters() if p.requires_grad}
-        names = list(vertices)
-        generator = torch.Generator(device).manual_seed(seed)
-        log_volumes = []
-        vertex_kwargs = {**net_kwargs, "lr": schedule.lr, "max_epochs": schedule.epochs_per_vertex}
-        rates = (
-            ("vertex_lr", schedule.lr),
-            ("volume_lambda", schedule.volume_lambda),
-            ("vertex_init_scale", schedule.init_scale),
-        )
-        for j in range(1, schedule.n_vertices):
-            start = initial_vertex(vertices, schedule.init_scale, generator)
-            simplex = SimplexModule(module, vertices, start, schedule.n_train_samples, generator)
-            net = make_net(
-                simplex,
-                vertex_kwargs,
-                int(torch.randint(2**31 - 1, (1,), generator=generator, device=device)),
-                net_class=SimplexNet,
-                phase=phase.but(f"vertex {j}", rates, mode.initial_loss()),
-                volume_lambda=schedule.volume_lambda,
-            )
-            net.fit(X, y)
-            vertices = {n: v.detach() for n, v in net.module_.vertices().items()}
-            log_volumes.append(float(log_volume(vertices)))
-            epochs += len(net.history)
-        fixed = {n: p for n, p in module.named_parameters() if n not in vertices}
-        buffers = {**fixed, **dict(module.named_buffers())}
-    return SimplexResult(
-        {n: vertices[n].to("cpu", copy=True) for n in names},
-        {n: b.detach().to("cpu", copy=True) for n, b in buffers.items()},
-        log_volumes,
-        epochs,
-    )
 
 
 class CyclicRate(Callback):
@@ -296,8 +160,10 @@ def fit_fge(
     y: np.ndarray,
     seed: int,
     phase: Phase | None = None,
+    init: dict | None = None,
 ) -> FGEResult:
-    """Pretrain a network, then run cyclical-rate cycles and collect a snapshot per cycle.
+    """Pretrain a network (or start from ``init``), then run cyclical-rate cycles and collect
+    a snapshot per cycle.
 
     ``cycle`` holds ``alpha1``, ``alpha2``, ``cycle_length`` (epochs) and ``n_snapshots``.
     The cyclic phase runs whole epochs, as many as the last snapshot needs. A callback that
@@ -307,27 +173,28 @@ def fit_fge(
     X = np.require(X, requirements="W")
     phase = phase or default_phase(net_kwargs)
     with private_rng(seed, net_kwargs.get("device", "cpu")):
-        pretrained = make_net(spec.build(), net_kwargs, seed, phase=phase.but("pretraining"))
-        pretrained.fit(X, y)
-        n_batches = training_batches(pretrained, X, y)
-        schedule = CyclicSchedule(
+        pretrained, epochs = start_mode(
+            spec, net_kwargs, X, y, seed, phase.but("pretraining"), init
+        )
+        rate = CyclicRate(None)
+        cyclic = make_net(
+            pretrained,
+            net_kwargs,
+            seed + 1,
+            extra_callbacks=[("fge_cycle", rate)],
+            phase=phase.but("cycles", (("alpha1", cycle["alpha1"]),)),
+        ).initialize()
+        n_batches = training_batches(cyclic, X, y)
+        rate.schedule = CyclicSchedule(
             cycle["alpha1"],
             cycle["alpha2"],
             max(2, round(cycle["cycle_length"] * n_batches)),
             cycle["n_snapshots"],
         )
-        rate = CyclicRate(schedule)
-        cyclic_kwargs = {**net_kwargs, "max_epochs": -(-schedule.total_iterations // n_batches)}
-        cyclic = make_net(
-            pretrained.module_,
-            cyclic_kwargs,
-            seed + 1,
-            extra_callbacks=[("fge_cycle", rate)],
-            phase=phase.but("cycles", (("alpha1", cycle["alpha1"]),), pretrained.initial_loss()),
-        )
+        cyclic.max_epochs = -(-rate.schedule.total_iterations // n_batches)
         cyclic.fit(X, y)
     _check_snapshots(len(rate.snapshots_), cycle["n_snapshots"])
-    epochs = len(pretrained.history) + len(cyclic.history)
+    epochs += len(cyclic.history)
     return FGEResult(rate.snapshots_, rate.snapshot_steps_, rate.rates_, epochs)
 
 
@@ -363,9 +230,11 @@ def fit_swag(
     y: np.ndarray,
     seed: int,
     phase: Phase | None = None,
+    init: dict | None = None,
 ) -> SWAGResult:
     """Train a network with a SWA phase from ``swa["swa_start"]`` on, collecting SWAG moments.
 
+    With ``init`` (a trained network's tensors), only the SWA phase runs, from ``init``.
     ``swa`` holds ``swa_start``, ``swa_lr``, ``max_rank``, ``collect_every`` and
     ``stats_device``. A callback that stops training early (``EarlyStopping``) ends the run:
     the weights collected so far make the moments.
@@ -376,20 +245,25 @@ def fit_swag(
         device=swa["stats_device"],
         expected_collections=swa.get("expected_collections"),
     )
-    collector = SWACollector(moments, swa["swa_start"], swa["swa_lr"], swa["collect_every"])
+    swa_start = swa["swa_start"] if init is None else 0
+    collector = SWACollector(moments, swa_start, swa["swa_lr"], swa["collect_every"])
     phase = phase or default_phase(net_kwargs)
     before, during = (
         phase.but("before SWA"),
         phase.but("SWA", (("swa_lr", swa["swa_lr"]),)),
     )
     with private_rng(seed, net_kwargs.get("device", "cpu")):
+        module, kwargs = spec.build(), net_kwargs
+        if init is not None:
+            module = load_tensors(module, init)
+            kwargs = {**net_kwargs, "max_epochs": net_kwargs["max_epochs"] - swa["swa_start"]}
         net = make_net(
-            spec.build(),
-            net_kwargs,
+            module,
+            kwargs,
             seed,
             extra_callbacks=[("swa_collector", collector)],
             phase=phase.but("SWAG"),
-            phase_at=functools.partial(_swa_phase, swa["swa_start"], before, during),
+            phase_at=functools.partial(_swa_phase, swa_start, before, during),
         )
         net.fit(X, y)
     if moments.n_collected == 0:
