@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from simplexens.backends.simplex import SimplexModule, initial_vertex
+from simplexens.backends.simplex import initial_vertex, simplex_module
 from simplexens.geometry.simplex import sample_barycentric, simplex_points
 
 M = 5
@@ -83,12 +83,12 @@ def simplex_for(module, generator):
     second = initial_vertex(vertices, 0.1, generator)
     vertices = {n: torch.cat([v, second[n][None]]) for n, v in vertices.items()}
     start = initial_vertex(vertices, 0.1, generator)
-    return SimplexModule(copy.deepcopy(module), vertices, start, M, generator)
+    return simplex_module(copy.deepcopy(module), vertices, start, M, generator)
 
 
 def reference_loss(simplex, x, y, generator):
     """The reference design: M full-batch forward passes, one per sampled point."""
-    vertices = simplex.vertices()
+    vertices = simplex.anchors()
     weights = sample_barycentric(M, 3, generator=generator)
     points = simplex_points(vertices, weights)
     buffers = dict(simplex.template.named_buffers())
@@ -102,7 +102,7 @@ def reference_loss(simplex, x, y, generator):
 
 
 def espro_step(simplex):
-    optimizer = torch.optim.SGD(simplex.vertex.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = torch.optim.SGD(simplex.trainable.parameters(), lr=1e-3, momentum=0.9)
 
     def step(x, y):
         optimizer.zero_grad()
@@ -122,7 +122,7 @@ def case(name, make, shape, batch, rounds):
     with torch.no_grad():
         simplex(x)  # decides the path
     plain_opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
-    ref_opt = torch.optim.SGD(simplex.vertex.parameters(), lr=1e-3, momentum=0.9)
+    ref_opt = torch.optim.SGD(simplex.trainable.parameters(), lr=1e-3, momentum=0.9)
 
     def plain():
         plain_opt.zero_grad()

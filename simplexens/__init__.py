@@ -1,16 +1,20 @@
 """simplexens: loss-surface ensembles for any PyTorch module, in scikit-learn's shape."""
 
 from .estimators import (
+    CurveClassifier,
     DeepEnsembleClassifier,
     ESPROClassifier,
     FGEClassifier,
+    SPROClassifier,
     SWAGClassifier,
 )
 
 __all__ = [
+    "CurveClassifier",
     "DeepEnsembleClassifier",
     "ESPROClassifier",
     "FGEClassifier",
+    "SPROClassifier",
     "SWAGClassifier",
 ]
 __version__ = "0.1.0.dev0"

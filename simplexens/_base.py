@@ -203,9 +203,13 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             self._planned_epochs(),
             self.verbose,
             self.n_jobs,
-            n_members=self._n_trained(),
+            n_members=self._progress_members(),
             desc=self._member_name,
         )
+
+    def _progress_members(self) -> int:
+        """Parts of the fit the progress bar counts (the trained members by default)."""
+        return self._n_trained()
 
     #: What a trained member is called in progress labels.
     _member_name = "member"

@@ -203,6 +203,11 @@ def _check_count(n: int, expected: int | None, count_name: str, owner: str) -> N
     if expected is None or n == expected:
         return
     networks = "network" if n == 1 else "networks"
+    if not count_name.isidentifier():  # a count fixed by the method (FGE: 1; a curve: 2)
+        raise ValueError(
+            f"init_modes has {n} {networks} but {owner} starts from exactly {expected}: "
+            f"{count_name}; pass {expected}."
+        )
     raise ValueError(
         f"init_modes has {n} {networks} but {count_name}={expected} in {owner}; set "
         f"{count_name}={n} to start from all of them, or pass {expected}."

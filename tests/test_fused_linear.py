@@ -1,8 +1,10 @@
-"""Tests for simplexens.backends.fused_linear and the choice of path in SimplexModule.
+"""Tests for simplexens.backends.fused_linear and the choice of path in AnchorModule.
 
 Oracles: ``F.linear`` called chunk by chunk at explicitly summed points (autograd through
 the sum gives the new vertex's gradient), ``torch.autograd.gradcheck`` in float64, and the
-generic vmap path of :class:`SimplexModule` on the same sampled weights.
+generic vmap path of :class:`AnchorModule` (built by ``simplex_module``) on the same sampled
+weights. Here the newest vertex is the only trainable anchor: ``ChunkedLinear`` gets it as a
+stack of one, ``vertex_w[None]`` of shape (1, out, in) and ``vertex_b[None]`` of shape (1, out).
 """
 
 import pickle
@@ -16,7 +18,7 @@ from torch.testing import assert_close
 
 from simplexens.backends.fused_linear import ChunkedLinear
 from simplexens.backends.parallel import private_rng
-from simplexens.backends.simplex import SimplexModule
+from simplexens.backends.simplex import simplex_module
 from simplexens.geometry.simplex import sample_barycentric
 
 pytestmark = pytest.mark.usefixtures("global_rng_untouched")
@@ -45,6 +47,12 @@ def layer(m=3, k=2, n_in=4, n_out=5, rows=2, extra=(), bias=True, dtype=torch.fl
     )
 
 
+def chunked_linear(x, weights, frozen_w, vertex_w, frozen_b, vertex_b):
+    """ChunkedLinear with the new vertex as its single trainable anchor (a stack of one)."""
+    trainable_b = None if vertex_b is None else vertex_b[None]
+    return ChunkedLinear.apply(x, weights, frozen_w, vertex_w[None], frozen_b, trainable_b)
+
+
 def loop_linear(x, weights, frozen_w, vertex_w, frozen_b, vertex_b):
     """Chunk i through F.linear at point i = sum_j weights[i, j] * vertex j, by hand."""
     m, k = weights.shape[0], frozen_w.shape[0]
@@ -68,7 +76,7 @@ def test_chunked_linear_output_and_gradients_equal_a_loop(m, k, extra, bias):
         vertex_b.requires_grad_(True)
     target = randn(*x.shape[:-1], 5, seed=7)
 
-    out = ChunkedLinear.apply(x, weights, frozen_w, vertex_w, frozen_b, vertex_b)
+    out = chunked_linear(x, weights, frozen_w, vertex_w, frozen_b, vertex_b)
     grads = torch.autograd.grad((out * target).sum(), [x, vertex_w, *([vertex_b] * bias)])
     expected = loop_linear(x, weights, frozen_w, vertex_w, frozen_b, vertex_b)
     expected_grads = torch.autograd.grad(
@@ -92,7 +100,7 @@ def test_chunked_linear_gradcheck():
         frozen_b,
         vertex_b.requires_grad_(True),
     )
-    assert torch.autograd.gradcheck(ChunkedLinear.apply, inputs)
+    assert torch.autograd.gradcheck(chunked_linear, inputs)
 
 
 @pytest.mark.parametrize("needs_input_grad", [False, True])
@@ -100,7 +108,7 @@ def test_chunked_linear_computes_the_input_gradient_only_when_needed(needs_input
     x, weights, frozen_w, vertex_w, frozen_b, vertex_b = layer()
     x.requires_grad_(needs_input_grad)
     vertex_w.requires_grad_(True)
-    out = ChunkedLinear.apply(x, weights, frozen_w, vertex_w, frozen_b, vertex_b)
+    out = chunked_linear(x, weights, frozen_w, vertex_w, frozen_b, vertex_b)
     # With a bias the forward pass uses baddbmm; bmm is the input gradient's product alone.
     with mock.patch("torch.bmm", wraps=torch.bmm) as bmm:
         out.sum().backward()
@@ -201,7 +209,7 @@ def simplex_over(make, n_frozen=2, freeze=()):
         start = {name: t[0] + 0.1 * torch.randn_like(t[0]) for name, t in frozen.items()}
     for name, p in template.named_parameters():
         p.requires_grad_(name not in freeze)
-    return SimplexModule(template, frozen, start, 4, torch.Generator().manual_seed(0))
+    return simplex_module(template, frozen, start, 4, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize(
@@ -260,7 +268,7 @@ def test_fused_and_generic_paths_agree_in_training_mode_without_dropout():
         loss.backward()
     assert fused.fused is True
     assert_close(F.cross_entropy(fused(x), y), F.cross_entropy(generic(x), y))
-    for a, b in zip(fused.vertex, generic.vertex, strict=True):
+    for a, b in zip(fused.trainable, generic.trainable, strict=True):
         assert_close(a.grad, b.grad)
 
 

@@ -20,10 +20,10 @@ from torch.testing import assert_close
 from simplexens.backends.functional import module_tensors
 from simplexens.backends.modules import ModuleSpec
 from simplexens.backends.parallel import private_rng
-from simplexens.backends.simplex import SimplexModule, chunked_forward, initial_vertex
+from simplexens.backends.simplex import chunked_forward, initial_vertex, simplex_module
 from simplexens.backends.skorch import (
-    SimplexNet,
-    VertexSchedule,
+    AnchorNet,
+    AnchorPhases,
     fit_member,
     fit_simplex,
     make_net,
@@ -184,7 +184,7 @@ def test_chunked_forward_gradient_equals_loop_gradient(n, m):
         assert_close(g, expected)
 
 
-# --------------------------------------------------------------------------- SimplexModule
+# --------------------------------------------------------------------------- simplex_module
 
 
 def make_simplex(n_frozen=2, n_train_samples=4, seed=0):
@@ -192,7 +192,7 @@ def make_simplex(n_frozen=2, n_train_samples=4, seed=0):
     frozen = stacked_params(range(10, 10 + n_frozen))
     start = {k: v[0] for k, v in stacked_params([99]).items()}
     generator = torch.Generator().manual_seed(seed)
-    module = SimplexModule(template, frozen, start, n_train_samples, generator)
+    module = simplex_module(template, frozen, start, n_train_samples, generator)
     return module, template, frozen, start
 
 
@@ -233,9 +233,11 @@ def test_simplex_module_loss_and_gradient_equal_a_loop(n, n_train_samples, fused
     assert module.fused is (fused if m > 1 or not fused else None)
     names = module.names
     for i, name in enumerate(names):
-        assert module.vertex[i].grad is not None
-        assert module.vertex[i].grad.abs().sum() > 0
-        assert_close(module.vertex[i].grad, new[name].grad)
+        # The only trainable anchor is the newest vertex: trainable[i] has shape (1, *shape).
+        assert module.trainable[i].grad is not None
+        assert module.trainable[i].grad.shape == (1, *new[name].shape)
+        assert module.trainable[i].grad.abs().sum() > 0
+        assert_close(module.trainable[i].grad[0], new[name].grad)
     # The cloned stream has been consumed exactly as much as the module's own.
     assert torch.equal(clone.get_state(), module.generator.get_state())
 
@@ -248,8 +250,8 @@ def test_simplex_module_gradients_reach_only_the_newest_vertex():
     loss.backward()
 
     trainable = [name for name, p in module.named_parameters() if p.requires_grad]
-    assert trainable == [f"vertex.{i}" for i in range(len(module.names))]
-    assert all(p.grad is not None for p in module.vertex)
+    assert trainable == [f"trainable.{i}" for i in range(len(module.names))]
+    assert all(p.grad is not None for p in module.trainable)
     for name, p in template.named_parameters():
         assert not p.requires_grad, name
         assert p.grad is None, name
@@ -283,12 +285,12 @@ def test_simplex_module_log_volume_gradient_matches_geometry(n_frozen):
     assert_close(module.log_volume().detach(), expected.detach())
     for i, name in enumerate(module.names):
         assert new[name].grad.abs().sum() > 0
-        assert_close(module.vertex[i].grad, new[name].grad, rtol=1e-5, atol=1e-7)
+        assert_close(module.trainable[i].grad[0], new[name].grad, rtol=1e-5, atol=1e-7)
 
 
 def test_simplex_module_log_volume_after_load_state_dict():
     source, *_ = make_simplex(n_frozen=2, seed=0)
-    target = SimplexModule(
+    target = simplex_module(
         build(100),
         {k: 2 * v for k, v in stacked_params([20, 21]).items()},
         {k: v[0] for k, v in stacked_params([98]).items()},
@@ -296,9 +298,9 @@ def test_simplex_module_log_volume_after_load_state_dict():
         torch.Generator().manual_seed(0),
     )
     target.load_state_dict(source.state_dict())
-    for name, t in target.vertices().items():
-        assert torch.equal(t, source.vertices()[name])
-    assert_close(target.log_volume(), log_volume(target.vertices()))
+    for name, t in target.anchors().items():
+        assert torch.equal(t, source.anchors()[name])
+    assert_close(target.log_volume(), log_volume(target.anchors()))
 
 
 def test_simplex_module_log_volume_two_vertices_is_log_distance():
@@ -392,7 +394,7 @@ def test_simplex_net_trains_only_the_new_vertex(data, lam):
     module, template, frozen, start = make_simplex(n_frozen=2, n_train_samples=3)
     template_before = {k: v.clone() for k, v in module_tensors(template).items()}
     with private_rng(0):
-        net = make_net(module, NET_KWARGS, seed=0, net_class=SimplexNet, volume_lambda=lam)
+        net = make_net(module, NET_KWARGS, seed=0, net_class=AnchorNet, volume_lambda=lam)
         net.fit(X, y)
 
     assert len(net.history) == 2
@@ -400,7 +402,9 @@ def test_simplex_net_trains_only_the_new_vertex(data, lam):
         assert torch.equal(getattr(net.module_, f"frozen_{i}"), frozen[name])
     for name, t in module_tensors(template).items():
         assert torch.equal(t, template_before[name]), name
-    moved = [not torch.equal(net.module_.vertex[i], start[n]) for i, n in enumerate(module.names)]
+    moved = [
+        not torch.equal(net.module_.trainable[i][0], start[n]) for i, n in enumerate(module.names)
+    ]
     assert all(moved)
 
     y_pred = randn(16, N_CLASSES, seed=8)
@@ -414,22 +418,26 @@ def simplex_runs(data):
     X, y = data
     spec = ModuleSpec(MLP, dict(n_features_in=N_FEATURES, n_classes=N_CLASSES, hidden=8))
 
-    def schedule(n_vertices, lam):
-        return VertexSchedule(
-            n_vertices=n_vertices,
+    def phases(lam):
+        # A constant rate in the vertex phases, as these runs were designed with.
+        return AnchorPhases(
             n_train_samples=3,
             volume_lambda=lam,
-            epochs_per_vertex=2,
+            epochs=2,
             lr=0.05,
             init_scale=0.1,
+            schedule="constant",
         )
+
+    def simplex(n_vertices, lam):
+        return fit_simplex(spec, NET_KWARGS, n_vertices, phases(lam), X, y, seed=3)
 
     before = torch.get_rng_state()
     runs = {
         "member": fit_member(spec, NET_KWARGS, X, y, seed=3),
-        (3, 0.0): fit_simplex(spec, NET_KWARGS, schedule(3, 0.0), X, y, seed=3),
-        (2, 0.0): fit_simplex(spec, NET_KWARGS, schedule(2, 0.0), X, y, seed=3),
-        (3, 1.0): fit_simplex(spec, NET_KWARGS, schedule(3, 1.0), X, y, seed=3),
+        (3, 0.0): simplex(3, 0.0),
+        (2, 0.0): simplex(2, 0.0),
+        (3, 1.0): simplex(3, 1.0),
     }
     assert_close(torch.get_rng_state(), before, rtol=0, atol=0)
     return runs
@@ -440,15 +448,18 @@ def test_fit_simplex_shapes_and_volumes(simplex_runs):
         names = [n for n, _ in MLP(N_FEATURES, N_CLASSES, hidden=8).named_parameters()]
     for n_vertices in (2, 3):
         result = simplex_runs[(n_vertices, 0.0)]
-        assert list(result.vertices) == names
-        for name, t in result.vertices.items():
+        assert list(result.anchors) == names
+        for name, t in result.anchors.items():
             assert t.shape[0] == n_vertices, name
             assert t.device.type == "cpu"
         assert len(result.log_volumes) == n_vertices - 1
+        assert all(len(phase) == 1 for phase in result.log_volumes)  # one simplex per phase
         assert np.all(np.isfinite(result.log_volumes))
         # The reported final log V is that of the returned vertices (second opinion: CM).
-        cm = cayley_menger_volume_squared(result.vertices)
-        assert_close(result.log_volumes[-1], 0.5 * math.log(float(cm)), rtol=1e-5, atol=1e-5)
+        cm = cayley_menger_volume_squared(result.anchors)
+        assert_close(
+            result.log_volumes[-1][0], 0.5 * math.log(float(cm)), rtol=1e-5, atol=1e-5
+        )
         assert result.epochs == NET_KWARGS["max_epochs"] + (n_vertices - 1) * 2
 
 
@@ -456,7 +467,7 @@ def test_fit_simplex_first_vertex_is_the_fit_member_mode(simplex_runs):
     mode = simplex_runs["member"].tensors
     for n_vertices in (2, 3):
         result = simplex_runs[(n_vertices, 0.0)]
-        for name, t in result.vertices.items():
+        for name, t in result.anchors.items():
             assert torch.equal(t[0], mode[name]), name
         for name, b in result.buffers.items():
             assert torch.equal(b, mode[name]), name
@@ -464,16 +475,16 @@ def test_fit_simplex_first_vertex_is_the_fit_member_mode(simplex_runs):
 
 def test_fit_simplex_earlier_vertices_are_frozen_and_streams_match(simplex_runs):
     two, three = simplex_runs[(2, 0.0)], simplex_runs[(3, 0.0)]
-    for name in two.vertices:
-        assert torch.equal(three.vertices[name][:2], two.vertices[name]), name
-        assert not torch.equal(three.vertices[name][2], three.vertices[name][1]), name
+    for name in two.anchors:
+        assert torch.equal(three.anchors[name][:2], two.anchors[name]), name
+        assert not torch.equal(three.anchors[name][2], three.anchors[name][1]), name
     assert three.log_volumes[0] == two.log_volumes[0]
 
 
 def test_fit_simplex_volume_lambda_grows_the_simplex(simplex_runs):
     plain, pushed = simplex_runs[(3, 0.0)], simplex_runs[(3, 1.0)]
-    assert pushed.log_volumes[-1] > plain.log_volumes[-1]
-    assert pushed.log_volumes[0] > plain.log_volumes[0]
+    assert pushed.log_volumes[-1][0] > plain.log_volumes[-1][0]
+    assert pushed.log_volumes[0][0] > plain.log_volumes[0][0]
 
 
 @pytest.mark.parametrize("height", [1e-1, 1e-3])
@@ -491,7 +502,7 @@ def test_simplex_module_log_volume_near_the_frozen_face(height):
     start = {name: inside[name] + scale * offset[name] for name in frozen}
     with torch.no_grad():
         for i, name in enumerate(module.names):
-            module.vertex[i].copy_(start[name])
+            module.trainable[i][0].copy_(start[name])
     module.log_volume().backward()
     new = {name: t.double().requires_grad_(True) for name, t in start.items()}
     stacked = {name: torch.cat([frozen[name].double(), new[name][None]]) for name in start}
@@ -500,4 +511,4 @@ def test_simplex_module_log_volume_near_the_frozen_face(height):
     assert_close(module.log_volume().detach(), expected.detach(), rtol=1e-5, atol=1e-6)
     for i, name in enumerate(module.names):
         rtol = max(1e-4, 1e-6 / height)
-        assert_close(module.vertex[i].grad.double(), new[name].grad, rtol=rtol, atol=1e-6)
+        assert_close(module.trainable[i].grad[0].double(), new[name].grad, rtol=rtol, atol=1e-6)

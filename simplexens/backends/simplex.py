@@ -263,6 +263,7 @@ class ComplexSampler:
             generator=module.generator,
             device=module.device,
             dtype=module.dtype,
+            check=False,
         )
         return weights
 
@@ -276,7 +277,7 @@ class CurveSampler:
 
     def __call__(self, m: int, module: AnchorModule) -> torch.Tensor:
         t = torch.rand(m, generator=module.generator, device=module.device, dtype=module.dtype)
-        return curve_coefficients(t, self.curve, module.n_anchors)
+        return curve_coefficients(t, self.curve, module.n_anchors, check=False)
 
 
 class AnchorModule(nn.Module):
@@ -306,7 +307,7 @@ class AnchorModule(nn.Module):
         Source of the sampled points, on the module's device.
     complex : SimplicialComplex, optional
         Simplexes over the anchors, each with at most one trainable anchor: what
-        :meth:`log_volumes` measures. Default: one simplex of all anchors.
+        :meth:`log_volumes` measures. None: no volume term (curves).
     """
 
     def __init__(
@@ -320,7 +321,7 @@ class AnchorModule(nn.Module):
         self.generator = generator
         mask = torch.as_tensor(list(trainable), dtype=torch.bool)
         self.n_anchors = len(mask)
-        self.complex = complex or SimplicialComplex([tuple(range(self.n_anchors))], self.n_anchors)
+        self.complex = complex
         first = next(iter(anchors.values()))
         order = torch.cat([(~mask).nonzero().flatten(), mask.nonzero().flatten()])
         self.register_buffer("order", order.to(first.device), persistent=False)
@@ -368,7 +369,7 @@ class AnchorModule(nn.Module):
             anchors = self.anchors()
         position = {a: j for j, a in enumerate(self.trainable_ids)}
         self.faces = []
-        for simplex in self.complex.simplexes:
+        for simplex in self.complex.simplexes if self.complex is not None else ():
             moving = [a for a in simplex if a in position]
             if len(moving) > 1:
                 raise ValueError(
@@ -385,6 +386,8 @@ class AnchorModule(nn.Module):
         A sampler that needs the volumes computes them in the forward pass and keeps them
         (``keep=True``) for the loss of the same step, which reads them once.
         """
+        if self.complex is None:
+            raise ValueError("this AnchorModule has no complex, so no volume term.")
         if self._volumes is not None and not keep:
             volumes, self._volumes = self._volumes, None
             return volumes
@@ -499,9 +502,11 @@ def simplex_module(template, frozen, start, n_train_samples, generator) -> Ancho
     """
     anchors = {name: torch.cat([frozen[name], start[name][None]]) for name in frozen}
     k = next(iter(frozen.values())).shape[0]
+    simplex = SimplicialComplex([tuple(range(k + 1))], k + 1)
     return AnchorModule(
-        template, anchors, [False] * k + [True], SimplexSampler(), n_train_samples, generator
-    )
+        template, anchors, [False] * k + [True], SimplexSampler(), n_train_samples, generator,
+        simplex,
+    )  # fmt: skip
 
 
 def _face(anchors: dict, simplex: tuple, moving: int | None, position: int | None) -> Face:

@@ -1,8 +1,17 @@
 """The public estimators: their parameters, their docstrings, and which trainer each uses."""
 
+from .curve import CurveClassifier
 from .deep_ensemble import DeepEnsembleClassifier
 from .espro import ESPROClassifier
 from .fge import FGEClassifier
+from .spro import SPROClassifier
 from .swag import SWAGClassifier
 
-__all__ = ["DeepEnsembleClassifier", "ESPROClassifier", "FGEClassifier", "SWAGClassifier"]
+__all__ = [
+    "CurveClassifier",
+    "DeepEnsembleClassifier",
+    "ESPROClassifier",
+    "FGEClassifier",
+    "SPROClassifier",
+    "SWAGClassifier",
+]

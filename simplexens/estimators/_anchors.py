@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .._params import Options
-from ..backends.skorch import PHASE_SCHEDULES, check_callbacks
+from ..backends.parallel import run_members
+from ..backends.skorch import PHASE_SCHEDULES, Phase, check_callbacks, fit_member
 from ..geometry.simplex import simplex_points
 
 
@@ -41,3 +42,36 @@ def check_phase_callbacks(estimator, name: str) -> None:
         check_callbacks(callbacks, estimator.train_split)
     except TypeError as exc:
         raise TypeError(f"{name}_callbacks: {exc}") from exc
+
+
+class ConnectingMixin:
+    """Training of the methods that connect modes (SPRO, curves): the modes first, trained
+    in parallel or given (``init_modes``), then one connecting stage in the parent process.
+
+    The progress bar counts ``n_modes + 1`` parts: each mode, then the connecting stage.
+    """
+
+    _member_name = "part"
+
+    def _progress_members(self):
+        return self._n_trained() + 1
+
+    def _train_modes(self, spec, data, seeds) -> tuple[list, int]:
+        """The modes' tensors (given, or trained from ``seeds``) and the epochs spent."""
+        if data.init is not None:
+            return data.init, 0
+        kwargs = self._net_kwargs(data)
+        jobs = [
+            (spec, kwargs, data.X, data.y, seed, phase)
+            for seed, phase in zip(seeds, self._phases(data), strict=True)
+        ]
+        results = run_members(fit_member, jobs, self.n_jobs)
+        return [r.tensors for r in results], sum(r.epochs for r in results)
+
+    def _stage(self, data) -> Phase:
+        """The connecting stage, for messages and progress."""
+        n = self._n_trained()
+        name = type(self).__name__
+        return Phase(
+            name, n, n + 1, "connecting", reference=data.untrained, progress=data.progress
+        )

@@ -104,7 +104,7 @@ class FGEClassifier(BaseEnsembleClassifier):
 
     _member_name = "network"
 
-    _init_count_name = "the single network FGE starts from"
+    _init_count_name = "the network its cycles start from"
 
     def _n_trained(self):
         return 1

@@ -288,6 +288,7 @@ def sample_complex(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    check: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random points of the complex as coefficient rows over its shared vertices.
 
@@ -324,6 +325,9 @@ def sample_complex(
         torch's default device.
     dtype : torch.dtype, default=torch.float32
         Floating dtype of the coefficients.
+    check : bool, default=True
+        Check the values of ``log_volumes`` (one host synchronisation). ``False`` skips it,
+        for training steps, where no step may wait for the device.
 
     Returns
     -------
@@ -374,17 +378,8 @@ def sample_complex(
                 f"got {shape if shape is not None else type(log_volumes).__name__}."
             )
         log_v = log_volumes.detach().to(device=device, dtype=torch.float64)
-        # One host synchronisation for both checks.
-        has_bad, has_finite = torch.stack(
-            [(torch.isnan(log_v) | (log_v == math.inf)).any(), torch.isfinite(log_v).any()]
-        ).tolist()
-        if has_bad:
-            raise ValueError(f"log_volumes contain NaN or +inf: {log_v.tolist()}.")
-        if not has_finite:
-            raise ValueError(
-                "every simplex of the complex is degenerate (all log_volumes are -inf); "
-                "there is no volume to sample from."
-            )
+        if check:
+            _check_log_volumes(log_v)
         if n_samples == 0:
             chosen = torch.zeros(0, dtype=torch.int64, device=device)
         else:
@@ -407,6 +402,20 @@ def sample_complex(
     coefficients = torch.zeros(n_samples, complex.n_vertices, dtype=dtype, device=chosen.device)
     coefficients.scatter_(1, columns, weights)
     return coefficients, chosen
+
+
+def _check_log_volumes(log_v: torch.Tensor) -> None:
+    """Refuse NaN or +inf log-volumes, and a complex without volume (one host sync)."""
+    has_bad, has_finite = torch.stack(
+        [(torch.isnan(log_v) | (log_v == math.inf)).any(), torch.isfinite(log_v).any()]
+    ).tolist()
+    if has_bad:
+        raise ValueError(f"log_volumes contain NaN or +inf: {log_v.tolist()}.")
+    if not has_finite:
+        raise ValueError(
+            "every simplex of the complex is degenerate (all log_volumes are -inf); "
+            "there is no volume to sample from."
+        )
 
 
 def connector_complex(n_modes: int, n_connectors: int) -> SimplicialComplex:

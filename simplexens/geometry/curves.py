@@ -63,7 +63,7 @@ def _check_t(t: torch.Tensor) -> None:
         raise ValueError(f"t must lie in [0, 1]; got values in [{low:g}, {high:g}].")
 
 
-def bezier_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
+def bezier_coefficients(t: torch.Tensor, n_bends: int, check: bool = True) -> torch.Tensor:
     """Bernstein basis of degree ``n_bends - 1``: the coefficients of a Bezier curve.
 
     ``c[s, i] = C(n-1, i) t_s^i (1 - t_s)^(n-1-i)`` for ``n = n_bends``. With 3 anchors this is
@@ -77,6 +77,8 @@ def bezier_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
         Curve positions in [0, 1], any floating dtype and device.
     n_bends : int
         Number of anchors n (>= 2), end anchors included.
+    check : bool, default=True
+        Check the values of ``t`` (one host synchronisation); ``False`` skips it.
 
     Returns
     -------
@@ -97,7 +99,8 @@ def bezier_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
        and Fast Ensembling of DNNs". NeurIPS 2018, Section 3.1.
     """
     n = _check_n_bends(n_bends)
-    _check_t(t)
+    if check:
+        _check_t(t)
     degree = n - 1
     powers = torch.arange(n, dtype=t.dtype, device=t.device)
     binomials = torch.tensor(
@@ -107,7 +110,7 @@ def bezier_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
     return binomials * t_col.pow(powers) * (1 - t_col).pow(degree - powers)
 
 
-def polychain_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
+def polychain_coefficients(t: torch.Tensor, n_bends: int, check: bool = True) -> torch.Tensor:
     """Hat functions at the knots ``i / (n_bends - 1)``: the coefficients of a polygonal chain.
 
     ``c[s, i] = max(0, 1 - |t_s (n - 1) - i|)`` for ``n = n_bends``: the chain runs straight
@@ -120,6 +123,8 @@ def polychain_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
         Curve positions in [0, 1], any floating dtype and device.
     n_bends : int
         Number of anchors n (>= 2), end anchors included.
+    check : bool, default=True
+        Check the values of ``t`` (one host synchronisation); ``False`` skips it.
 
     Returns
     -------
@@ -139,14 +144,17 @@ def polychain_coefficients(t: torch.Tensor, n_bends: int) -> torch.Tensor:
        and Fast Ensembling of DNNs". NeurIPS 2018, Section 3.1.
     """
     n = _check_n_bends(n_bends)
-    _check_t(t)
+    if check:
+        _check_t(t)
     knots = torch.arange(n, dtype=t.dtype, device=t.device)
     # t * (n - 1) is exactly n - 1 at t == 1, so the end rows are exactly one-hot.
     scaled = t.unsqueeze(1) * (n - 1)
     return (1 - (scaled - knots).abs()).clamp_min(0)
 
 
-def curve_coefficients(t: torch.Tensor, curve: str, n_bends: int) -> torch.Tensor:
+def curve_coefficients(
+    t: torch.Tensor, curve: str, n_bends: int, check: bool = True
+) -> torch.Tensor:
     """Coefficients of the anchors along a curve of kind ``curve``.
 
     Parameters
@@ -157,6 +165,9 @@ def curve_coefficients(t: torch.Tensor, curve: str, n_bends: int) -> torch.Tenso
         :func:`bezier_coefficients` or :func:`polychain_coefficients`.
     n_bends : int
         Number of anchors (>= 2), end anchors included.
+    check : bool, default=True
+        Check the values of ``t`` (one host synchronisation); ``False`` skips it, for
+        training steps, where no step may wait for the device.
 
     Returns
     -------
@@ -175,9 +186,9 @@ def curve_coefficients(t: torch.Tensor, curve: str, n_bends: int) -> torch.Tenso
        and Fast Ensembling of DNNs". NeurIPS 2018, Section 3.1.
     """
     if curve == "bezier":
-        return bezier_coefficients(t, n_bends)
+        return bezier_coefficients(t, n_bends, check)
     if curve == "polychain":
-        return polychain_coefficients(t, n_bends)
+        return polychain_coefficients(t, n_bends, check)
     valid = ", ".join(repr(name) for name in CURVES)
     raise ValueError(f"unknown curve {curve!r}; valid curves are {valid}.")
 

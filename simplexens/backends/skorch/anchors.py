@@ -21,7 +21,7 @@ from ...geometry.complex import complex_log_volumes, connector_complex
 from ..functional import module_tensors
 from ..modules import ModuleSpec
 from ..parallel import private_rng
-from ..simplex import AnchorModule, ComplexSampler, CurveSampler, SimplexSampler, initial_vertex
+from ..simplex import AnchorModule, ComplexSampler, CurveSampler, initial_vertex, simplex_module
 from .nets import MemberNet, Phase, default_phase, make_net
 
 #: Schedules of the learning rate within an anchor phase.
@@ -277,11 +277,7 @@ def fit_simplex(
         log_volumes = []
         for j in range(1, n_vertices):
             start = initial_vertex(vertices, phases.init_scale, generator)
-            anchors = {n: torch.cat([v, start[n][None]]) for n, v in vertices.items()}
-            module = AnchorModule(
-                mode, anchors, [False] * j + [True], SimplexSampler(),
-                phases.n_train_samples, generator,
-            )  # fmt: skip
+            module = simplex_module(mode, vertices, start, phases.n_train_samples, generator)
             label = phase.but(f"vertex {j}", phases.rates("vertex"))
             vertices, spent = train_anchors(module, net_kwargs, phases, X, y, label)
             log_volumes.append([float(module.log_volume().detach())])
