@@ -3,7 +3,14 @@
 from nets import MLP
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from simplexens import DeepEnsembleClassifier, ESPROClassifier, FGEClassifier, SWAGClassifier
+from simplexens import (
+    CurveClassifier,
+    DeepEnsembleClassifier,
+    ESPROClassifier,
+    FGEClassifier,
+    SPROClassifier,
+    SWAGClassifier,
+)
 
 ESTIMATORS = [
     DeepEnsembleClassifier(
@@ -30,6 +37,25 @@ ESTIMATORS = [
         n_predict_samples=3,
         lr=0.1,
         swa_lr=0.05,
+        batch_size=32,
+        random_state=0,
+    ),
+    SPROClassifier(
+        MLP,
+        n_connectors=1,
+        n_predict_samples=3,
+        max_epochs=15,
+        epochs_per_connector=2,
+        lr=0.1,
+        batch_size=32,
+        random_state=0,
+    ),
+    CurveClassifier(
+        MLP,
+        n_predict_samples=3,
+        max_epochs=15,
+        curve_epochs=2,
+        lr=0.1,
         batch_size=32,
         random_state=0,
     ),

@@ -457,9 +457,7 @@ def test_fit_simplex_shapes_and_volumes(simplex_runs):
         assert np.all(np.isfinite(result.log_volumes))
         # The reported final log V is that of the returned vertices (second opinion: CM).
         cm = cayley_menger_volume_squared(result.anchors)
-        assert_close(
-            result.log_volumes[-1][0], 0.5 * math.log(float(cm)), rtol=1e-5, atol=1e-5
-        )
+        assert_close(result.log_volumes[-1][0], 0.5 * math.log(float(cm)), rtol=1e-5, atol=1e-5)
         assert result.epochs == NET_KWARGS["max_epochs"] + (n_vertices - 1) * 2
 
 

@@ -126,8 +126,8 @@ class AnchorPoints(torch.autograd.Function):
     @staticmethod
     def forward(weights, frozen, trainable):
         k = frozen.shape[0]
-        flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
-        flat.addmm_(weights[:, k:], trainable.reshape(len(trainable), -1))
+        flat = torch.mm(weights[:, :k], frozen.flatten(1))
+        flat.addmm_(weights[:, k:], trainable.flatten(1))
         return flat.reshape(len(weights), *trainable.shape[1:])
 
     @staticmethod
@@ -254,7 +254,7 @@ class ComplexSampler:
         self.weighting = weighting
 
     def __call__(self, m: int, module: AnchorModule) -> torch.Tensor:
-        log_volumes = module.log_volumes(keep=True).detach()
+        log_volumes = module.keep_step_volumes().detach()
         weights, _ = sample_complex(
             m,
             module.complex,
@@ -379,21 +379,23 @@ class AnchorModule(nn.Module):
             moving = moving[0] if moving else None
             self.faces.append(_face(anchors, simplex, moving, position.get(moving)))
 
-    def log_volumes(self, keep: bool = False) -> torch.Tensor:
+    def log_volumes(self) -> torch.Tensor:
         """log V of every simplex of the complex, float64, shape (n_simplexes,);
-        differentiable in the trainable anchors (closed form, :class:`LogVolumes`).
-
-        A sampler that needs the volumes computes them in the forward pass and keeps them
-        (``keep=True``) for the loss of the same step, which reads them once.
-        """
+        differentiable in the trainable anchors (closed form, :class:`LogVolumes`)."""
         if self.complex is None:
             raise ValueError("this AnchorModule has no complex, so no volume term.")
-        if self._volumes is not None and not keep:
-            volumes, self._volumes = self._volumes, None
-            return volumes
-        volumes = LogVolumes.apply(self, *self.trainable)
-        if keep and torch.is_grad_enabled():
-            self._volumes = volumes
+        return LogVolumes.apply(self, *self.trainable)
+
+    def keep_step_volumes(self) -> torch.Tensor:
+        """:meth:`log_volumes`, kept for the loss of the same training step (a sampler that
+        needs the volumes computes them in the forward pass; the loss takes them once)."""
+        volumes = self.log_volumes()
+        self._volumes = volumes if torch.is_grad_enabled() else None
+        return volumes
+
+    def take_step_volumes(self) -> torch.Tensor | None:
+        """The volumes kept by this step's forward pass, if any; the module forgets them."""
+        volumes, self._volumes = self._volumes, None
         return volumes
 
     def log_volume(self) -> torch.Tensor:

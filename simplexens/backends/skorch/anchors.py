@@ -50,9 +50,11 @@ class AnchorNet(MemberNet):
             # Summed on the device; read once per epoch by epoch_data_loss.
             self.data_loss_sum_ = self.data_loss_sum_ + loss.detach()
             self.data_loss_steps_ += 1
+        kept = self.module_.take_step_volumes()
         if self.volume_lambda == 0:
             return loss
-        return loss - self.volume_lambda * self.module_.log_volume().to(loss.dtype)
+        volumes = kept if kept is not None else self.module_.log_volumes()
+        return loss - self.volume_lambda * volumes.sum().to(loss.dtype)
 
     def on_epoch_begin(self, net, **kwargs):
         super().on_epoch_begin(net, **kwargs)
