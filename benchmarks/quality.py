@@ -12,17 +12,37 @@ number of epochs; FGE beats a single network trained for the same epochs (Garipo
 2018); SWAG's NLL and ECE beat the SWA point and plain SGD (Maddox et al. 2019).
 
     python benchmarks/quality.py [--seeds 3] [--epochs 20]
+
+``--suite connectivity`` compares the mode-connecting methods instead, on two datasets that
+are not digits (a 4-class ``make_classification`` set and ``load_breast_cancer``, standardised,
+75/25 splits): SPRO (3 modes, 2 connectors) and a Bezier-curve ensemble against deep
+ensembles with the same modes and with the same ``epochs_spent_`` (a fresh run under one
+cosine schedule over the whole budget, so that every model ends at a low rate), and ESPRO
+grown from given modes (``init_modes``) against ESPRO trained from scratch: the same seeds
+give the same modes, so the results must agree while the epochs spent fall.
+
+    python benchmarks/quality.py --suite connectivity [--seeds 3] [--epochs 30]
 """
 
 import argparse
 import time
 
 import numpy as np
-from sklearn.datasets import load_digits
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits, make_classification
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import LRScheduler
 from torch import nn
 
-from simplexens import DeepEnsembleClassifier, ESPROClassifier, FGEClassifier, SWAGClassifier
+from simplexens import (
+    CurveClassifier,
+    DeepEnsembleClassifier,
+    ESPROClassifier,
+    FGEClassifier,
+    SPROClassifier,
+    SWAGClassifier,
+)
 from simplexens.metrics import evaluate
 
 METRICS = ("accuracy", "nll", "brier", "ece")
@@ -121,11 +141,121 @@ def fge_and_swag(epochs, common, ensemble, n_train=1347):
     }
 
 
+def cosine(epochs):
+    """A cosine schedule over the modes' training, ending at a low rate."""
+    return [LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs)]
+
+
+def connectivity_models(epochs, extra=20):
+    """Name -> fit(seed, X, y) of each model of the connectivity suite.
+
+    SPRO and the curve start from the deep ensembles' own modes (``init_modes``) and add
+    ``extra`` epochs per connector or curve; their budgets count the modes' epochs too.
+    """
+    common = dict(lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4, batch_size=64)
+
+    def ensemble(n, max_epochs):
+        def fit(seed, X, y):
+            return DeepEnsembleClassifier(
+                MLP, n_estimators=n, max_epochs=max_epochs, callbacks=cosine(max_epochs),
+                random_state=seed, **common,
+            ).fit(X, y)  # fmt: skip
+
+        return fit
+
+    def connected(estimator, n_modes, **params):
+        def fit(seed, X, y):
+            modes = ensemble(n_modes, epochs)(seed, X, y)
+            model = estimator(MLP, init_modes=modes, random_state=seed, **params, **common)
+            model.fit(X, y)
+            model.epochs_spent_ += modes.epochs_spent_  # the modes' budget counts too
+            return model
+
+        return fit
+
+    def espro(given):
+        def fit(seed, X, y):
+            modes = ensemble(3, epochs)(seed, X, y) if given else None
+            return ESPROClassifier(
+                MLP, n_modes=3, n_vertices=3, epochs_per_vertex=extra // 2, vertex_lr=0.05,
+                max_epochs=epochs, callbacks=cosine(epochs), init_modes=modes,
+                random_state=seed, **common,
+            ).fit(X, y)  # fmt: skip
+
+        return fit
+
+    spro = dict(n_modes=3, n_connectors=2, epochs_per_connector=extra, connector_lr=0.05)
+    curve = dict(curve="bezier", curve_epochs=extra, curve_lr=0.05)
+    return {
+        "DeepEnsemble(2)": ensemble(2, epochs),
+        "Bezier curve between the 2 modes": connected(CurveClassifier, 2, **curve),
+        f"DeepEnsemble(2), same epochs as the curve ({epochs + extra // 2}/member)": ensemble(
+            2, epochs + extra // 2
+        ),
+        "DeepEnsemble(3)": ensemble(3, epochs),
+        "SPRO(3 modes, 2 connectors)": connected(SPROClassifier, 3, **spro),
+        f"DeepEnsemble(3), same epochs as SPRO ({epochs + 2 * extra // 3}/member)": ensemble(
+            3, epochs + 2 * extra // 3
+        ),
+        "ESPRO(3 modes, 3 vertices) from scratch": espro(False),
+        "ESPRO(3 modes, 3 vertices) from given modes": espro(True),
+    }
+
+
+def connectivity_data(seed):
+    """The two non-digits datasets of the connectivity suite, standardised on training rows."""
+    X1, y1 = make_classification(
+        2000, 20, n_informative=10, n_redundant=4, n_classes=4, random_state=seed
+    )
+    X2, y2 = load_breast_cancer(return_X_y=True)
+    for name, X, y in (("make_classification, 4 classes", X1, y1), ("breast cancer", X2, y2)):
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=0.25, random_state=seed, stratify=y
+        )
+        scaler = StandardScaler().fit(X_train)
+        yield (
+            name,
+            (scaler.transform(X_train).astype(np.float32), y_train),
+            (
+                scaler.transform(X_test).astype(np.float32),
+                y_test,
+            ),
+        )
+
+
+def run_connectivity(seeds, epochs):
+    results = {}
+    for seed in range(seeds):
+        for data, train, test in connectivity_data(seed):
+            for name, fit in connectivity_models(epochs).items():
+                start = time.perf_counter()
+                model = fit(seed, *train)
+                scores = evaluate(model, *test)
+                seconds = time.perf_counter() - start
+                row = [*(scores[m] for m in METRICS), model.epochs_spent_, seconds]
+                results.setdefault(data, {}).setdefault(name, []).append(row)
+    for data, table in results.items():
+        print(f"\n### {data}: {seeds} seeds, modes of {epochs} epochs (cosine)\n")
+        print("| model | accuracy ↑ | NLL ↓ | Brier ↓ | ECE ↓ | epochs_spent_ | fit s |")
+        print("|---|---|---|---|---|---|---|")
+        for name, rows in table.items():
+            rows = np.asarray(rows)
+            mean, std = rows.mean(axis=0), rows.std(axis=0)
+            cells = " | ".join(
+                f"{m:.4f} ± {s:.4f}" for m, s in zip(mean[:4], std[:4], strict=True)
+            )
+            print(f"| {name} | {cells} | {int(mean[4])} | {mean[5]:.1f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--suite", choices=("methods", "connectivity"), default="methods")
     args = parser.parse_args()
+    if args.suite == "connectivity":
+        run_connectivity(args.seeds, args.epochs)
+        return
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
         (X / 16).astype(np.float32), y, test_size=0.25, random_state=0

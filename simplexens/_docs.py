@@ -28,9 +28,13 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         Where members are trained and evaluated, e.g. ``"cuda"``.
     callbacks : list of skorch Callback instances or (name, callback) pairs, or None
         Extra skorch callbacks for every training phase of every member, each phase with
-        its own copy (``LRScheduler``, ``EarlyStopping``, ``Checkpoint``...). A callback
-        that stops training early (``EarlyStopping``) ends the phase it runs in: a member's
-        training, an ESPRO mode or vertex, FGE's pretraining or cycles, a SWAG run. A
+        its own copy (``LRScheduler``, ``EarlyStopping``, ``Checkpoint``...), except that
+        learning-rate schedulers (``LRScheduler``) do not act in the phases that set their
+        own rate: ESPRO's vertices, SPRO's connectors and a curve's bends (see their
+        ``*_callbacks``), FGE's cycles and SWAG's SWA phase (whose rates the method sets at
+        every step). A callback that stops training early (``EarlyStopping``) ends the phase
+        it runs in: a member's training, a mode, a vertex, connector or curve phase, FGE's
+        pretraining or cycles, a SWAG run. A
         callback that monitors a ``valid_*`` score needs a ``train_split``. Each copy of a
         ``Checkpoint`` or ``TrainEndCheckpoint`` writes its own files: its ``fn_prefix`` gains
         ``member{i}_{phase}_`` (e.g. ``member2_vertex1_params.pt``).
