@@ -475,7 +475,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         list of dict of str to Tensor
             Parameters and buffers of each network, CPU copies.
         """
-        return self._init_mode_tensors()
+        return [
+            {name: t.to("cpu", copy=True) for name, t in mode.items()}
+            for mode in self._init_mode_tensors()
+        ]
 
     # -- predict ----------------------------------------------------------------------------
 

@@ -265,3 +265,18 @@ def test_vertex_callbacks_choose_what_acts_in_the_vertex_phases(
         callbacks=[EpochCounter(), scheduler],
     ).fit(X, y)
     assert_allclose(EpochCounter.lrs, [0.1, 0.05, 0.025, *expected, *expected])
+
+
+def test_espro_from_given_modes_equals_espro_from_scratch(small_digits):
+    # The same random_state gives a deep ensemble the same member seeds as ESPRO's modes, so
+    # growing simplexes from that ensemble's members reproduces ESPRO from scratch exactly
+    # (a module without dropout: the vertex phases draw only from the modes' seeds), while
+    # spending only the vertex epochs.
+    X, y = small_digits
+    scratch = espro().fit(X, y)
+    modes = DeepEnsembleClassifier(
+        MLP, n_estimators=2, max_epochs=3, lr=0.1, batch_size=64, random_state=0
+    ).fit(X, y)
+    grown = espro(init_modes=modes).fit(X, y)
+    assert_allclose(grown.predict_proba(X), scratch.predict_proba(X), rtol=0, atol=1e-6)
+    assert grown.epochs_spent_ == scratch.epochs_spent_ - modes.epochs_spent_ == 2 * 2 * 2

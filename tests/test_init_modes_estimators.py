@@ -293,12 +293,6 @@ WITH_MODES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: _init_mode_tensors of ESPRO, SPRO, Curve and SWAG returns the fitted "
-    "estimator's own mode_buffers_ tensors (not copies, as mode_state_dicts documents)",
-)
 @pytest.mark.parametrize("name", list(WITH_MODES))
 def test_mode_state_dicts_buffers_are_copies(data, name):
     clf = WITH_MODES[name]().set_params(max_epochs=2, **TRAINING).fit(*data)

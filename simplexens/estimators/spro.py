@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from sklearn.utils import Bunch
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
@@ -266,6 +266,9 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
             count after which the volume collapses (None if it never does).
         """
         check_is_fitted(self)
+        Integer(1).check("n_samples", n_samples)
+        Real(0, 1, "neither").check("tolerance", tolerance)
+        check_consistent_length(X, y)
         log_v = self.complex_log_volumes_
         counts = np.arange(1, len(log_v) + 1)
         previous = np.vstack([np.zeros((1, log_v.shape[1])), log_v[:-1]])
