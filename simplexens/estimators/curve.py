@@ -49,10 +49,11 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
         M, values of ``t`` per training step.
     n_predict_samples : int, default=10
         Points of the curve averaged for prediction.
-    curve_epochs : int, default=10
-        Epochs of training of the curve.
+    curve_epochs : int, default=20
+        Epochs of training of the curve (a budget comparable to a mode's).
     curve_lr : float or None, default=None
-        Learning rate while training the curve; None uses ``lr``.
+        The peak learning rate of the curve phase; None uses ``2 * lr`` (as ESPRO's
+        vertices).
     {phases}
     recalibrate_bn : bool, default=True
         Recompute BatchNorm statistics for every prediction point with one pass over the
@@ -100,7 +101,7 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
         n_bends=3,
         n_train_samples=5,
         n_predict_samples=10,
-        curve_epochs=10,
+        curve_epochs=20,
         curve_lr=None,
         curve_schedule="cosine",
         curve_callbacks=None,
@@ -148,8 +149,11 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
         return modes + self.curve_epochs
 
     def _divergence_advice(self):
-        curve_lr = self.lr if self.curve_lr is None else self.curve_lr
+        curve_lr = self._curve_lr()
         return f"Try a lower lr (now {self.lr}) or curve_lr (now {curve_lr})."
+
+    def _curve_lr(self):
+        return 2 * self.lr if self.curve_lr is None else self.curve_lr
 
     def _fit_members(self, spec, data, rng):
         *seeds, seed = member_seeds(rng, 3)
@@ -158,7 +162,7 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
             n_train_samples=self.n_train_samples,
             volume_lambda=0.0,
             epochs=self.curve_epochs,
-            lr=self.lr if self.curve_lr is None else self.curve_lr,
+            lr=self._curve_lr(),
             init_scale=0.0,
             schedule=self.curve_schedule,
             callbacks=self.curve_callbacks,

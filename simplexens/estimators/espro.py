@@ -61,22 +61,31 @@ class ESPROClassifier(BaseEnsembleClassifier):
         Vertices per simplex, the mode included (k + 1; the paper adds up to 3 vertices to
         the mode). 1 gives a deep ensemble of the modes.
     volume_lambda : float, default=1e-3
-        λ, weight of the ``-log V`` term. 0 trains vertices for low loss alone. On digits
-        (``benchmarks/quality.py``) values from 0 to 0.1 gave the same accuracy and NLL
-        within noise and 1.0 started to cost NLL and calibration; larger values give larger
-        simplexes.
+        λ, weight of the ``-log V`` term. Measured on held-out data
+        (``benchmarks/simplex_diversity.py``): up to about 0.1 it changes nothing (the
+        gradient of ``log V`` is ``1/h`` for a vertex at height ``h``, far smaller than a
+        vertex's move over a phase), so the simplex's size is set by
+        ``vertex_init_scale``; λ = 1 grows the simplex to the same size through the volume
+        term, but its points then close less of the NLL gap to a deep ensemble than points
+        of a simplex grown from a far start. 0 trains vertices for low loss alone.
     n_train_samples : int, default=5
         M, simplex points per training step (paper: 5).
     n_predict_samples : int, default=10
         Points drawn per simplex for prediction.
-    epochs_per_vertex : int, default=5
-        Epochs of training for each added vertex (paper: 10).
+    epochs_per_vertex : int, default=20
+        Epochs of training for each added vertex (paper: 10). A vertex started far from the
+        mode needs them to return to low loss.
     vertex_lr : float or None, default=None
-        Learning rate while training vertices; None uses ``lr``. The paper trains vertices at
-        0.01 after modes at 0.05.
-    vertex_init_scale : float, default=0.1
+        The peak learning rate of each vertex phase; None uses ``2 * lr``. (The paper trains
+        vertices at 0.01 after modes at 0.05; from a far start, a rate above the mode's end
+        rate is what brings the vertex back to low loss.)
+    vertex_init_scale : float, default=1.0
         Relative size of the random move that starts each new vertex off the simplex (per
-        parameter tensor, as a fraction of its norm at the centroid).
+        parameter tensor, as a fraction of its norm at the centroid). This sets the
+        simplex's size: with the defaults, vertices end about one mode-norm from the mode
+        and the simplex's points disagree with it on 0.6-0.8 times as many test points as
+        an independent mode does, at the same train accuracy (``benchmarks/README.md``);
+        0.1 gives a simplex whose points are functionally almost the mode itself.
     {phases}
     recalibrate_bn : bool, default=True
         Recompute BatchNorm statistics for every prediction point with one pass over the
@@ -111,9 +120,9 @@ class ESPROClassifier(BaseEnsembleClassifier):
         volume_lambda=1e-3,
         n_train_samples=5,
         n_predict_samples=10,
-        epochs_per_vertex=5,
+        epochs_per_vertex=20,
         vertex_lr=None,
-        vertex_init_scale=0.1,
+        vertex_init_scale=1.0,
         vertex_schedule="cosine",
         vertex_callbacks=None,
         recalibrate_bn=True,
@@ -169,18 +178,21 @@ class ESPROClassifier(BaseEnsembleClassifier):
         return self.n_modes * (mode + (self.n_vertices - 1) * self.epochs_per_vertex)
 
     def _divergence_advice(self):
-        vertex_lr = self.lr if self.vertex_lr is None else self.vertex_lr
+        vertex_lr = self._vertex_lr()
         return (
             f"Try a lower lr (now {self.lr}), vertex_lr (now {vertex_lr}), volume_lambda "
             f"(now {self.volume_lambda}) or vertex_init_scale (now {self.vertex_init_scale})."
         )
+
+    def _vertex_lr(self):
+        return 2 * self.lr if self.vertex_lr is None else self.vertex_lr
 
     def _fit_members(self, spec, data, rng):
         phases = AnchorPhases(
             n_train_samples=self.n_train_samples,
             volume_lambda=float(self.volume_lambda),
             epochs=self.epochs_per_vertex,
-            lr=self.lr if self.vertex_lr is None else self.vertex_lr,
+            lr=self._vertex_lr(),
             init_scale=float(self.vertex_init_scale),
             schedule=self.vertex_schedule,
             callbacks=self.vertex_callbacks,

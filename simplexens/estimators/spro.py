@@ -63,10 +63,13 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         M, points of the complex per training step.
     n_predict_samples : int, default=10
         Points of the complex drawn for prediction, in total.
-    epochs_per_connector : int, default=5
-        Epochs of training for each connector.
+    epochs_per_connector : int, default=20
+        Epochs of training for each connector. Connecting paths need a budget comparable to
+        a mode's: with too few steps the complex's points lose train accuracy
+        (``benchmarks/README.md``).
     connector_lr : float or None, default=None
-        Learning rate while training connectors; None uses ``lr``.
+        The peak learning rate of each connector phase; None uses ``2 * lr`` (as ESPRO's
+        vertices).
     connector_init_scale : float, default=0.1
         Relative size of the random move that starts each connector off the centroid of the
         anchors (per parameter tensor, as a fraction of its norm at the centroid).
@@ -126,7 +129,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         volume_lambda=1e-3,
         n_train_samples=5,
         n_predict_samples=10,
-        epochs_per_connector=5,
+        epochs_per_connector=20,
         connector_lr=None,
         connector_init_scale=0.1,
         connector_schedule="cosine",
@@ -177,12 +180,15 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         return modes + self.n_connectors * self.epochs_per_connector
 
     def _divergence_advice(self):
-        connector_lr = self.lr if self.connector_lr is None else self.connector_lr
+        connector_lr = self._connector_lr()
         return (
             f"Try a lower lr (now {self.lr}), connector_lr (now {connector_lr}), volume_lambda "
             f"(now {self.volume_lambda}) or connector_init_scale (now "
             f"{self.connector_init_scale})."
         )
+
+    def _connector_lr(self):
+        return 2 * self.lr if self.connector_lr is None else self.connector_lr
 
     def _fit_members(self, spec, data, rng):
         *seeds, seed = member_seeds(rng, self.n_modes + 1)
@@ -191,7 +197,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
             n_train_samples=self.n_train_samples,
             volume_lambda=float(self.volume_lambda),
             epochs=self.epochs_per_connector,
-            lr=self.lr if self.connector_lr is None else self.connector_lr,
+            lr=self._connector_lr(),
             init_scale=float(self.connector_init_scale),
             schedule=self.connector_schedule,
             callbacks=self.connector_callbacks,
