@@ -159,9 +159,27 @@ def train_anchors(
     y: np.ndarray,
     phase: Phase,
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Train the trainable anchors of ``module`` for one phase; return all anchors and epochs.
+    """Train the trainable anchors of ``module`` for one phase.
 
-    The net's seed (data order, dropout) is drawn from the module's generator.
+    Parameters
+    ----------
+    module : AnchorModule
+        The anchors, some trainable; its generator also seeds the net (data order).
+    net_kwargs : dict
+        The estimator's skorch arguments; ``phases`` sets the rate, epochs and callbacks.
+    phases : AnchorPhases
+        How the phase trains.
+    X : ndarray of shape (n_samples, ...), float32
+    y : ndarray of shape (n_samples,), int64
+    phase : Phase
+        Names the member and phase in messages and progress.
+
+    Returns
+    -------
+    anchors : dict of str to Tensor of shape (K, *shape)
+        All anchors after the phase, on the training device.
+    epochs : int
+        Epochs run.
     """
     seed = int(torch.randint(2**31 - 1, (1,), generator=module.generator, device=module.device))
     net = make_net(
@@ -188,7 +206,27 @@ def load_tensors(module: torch.nn.Module, tensors: dict) -> torch.nn.Module:
 def start_mode(spec, net_kwargs, X, y, seed, phase, init=None):
     """The network a method starts from: trained from ``seed``, or built from ``init``.
 
-    Returns the module (on the training device) and the epochs spent (0 when given).
+    Parameters
+    ----------
+    spec : ModuleSpec
+        How to build the module.
+    net_kwargs : dict
+        The skorch arguments of its training.
+    X, y : ndarray
+        Training data.
+    seed : int
+        The member's seed.
+    phase : Phase
+        Names the member in messages.
+    init : dict of str to Tensor, optional
+        A trained network's parameters and buffers; nothing is trained then.
+
+    Returns
+    -------
+    module : nn.Module
+        On the training device.
+    epochs : int
+        Epochs spent (0 when given).
     """
     if init is not None:
         device = net_kwargs.get("device", "cpu")
