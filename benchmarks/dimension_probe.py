@@ -1,7 +1,10 @@
 """The dimensionality probe (Benton et al. 2021, Figure 5) on an MLP of two widths.
 
 Two modes are trained (a cosine schedule ending low), then an SPRO complex connects them
-through connectors added one at a time, far more than the complex needs. After each
+through connectors added one at a time, far more than the complex needs. Each connector
+starts close to the complex (``connector_init_scale=0.05``) and the volume term
+(``volume_lambda``, ``--lam``, default 0.01) pushes it out as far as low loss allows (20
+epochs per connector at twice the modes' rate, cosine). After each
 connector SPRO records the log-volume of every simplex; ``SPROClassifier.dimension_probe``
 turns that record into the connector's height above the face of the earlier anchors
 (``log h_c = log V_c - log V_{c-1} + log c``), the connector count after which the height
@@ -47,7 +50,7 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def probe(hidden, n_connectors, seed, X, y, tolerance):
+def probe(hidden, n_connectors, seed, X, y, tolerance, lam):
     common = dict(lr=0.05, batch_size=128, optimizer__momentum=0.9, optimizer__weight_decay=5e-4)
     cosine = LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=MODE_EPOCHS)
     modes = DeepEnsembleClassifier(
@@ -56,8 +59,8 @@ def probe(hidden, n_connectors, seed, X, y, tolerance):
     ).fit(X, y)  # fmt: skip
     spro = SPROClassifier(
         MLP, module__hidden=hidden, n_modes=2, n_connectors=n_connectors,
-        epochs_per_connector=5, connector_lr=0.05, connector_init_scale=0.5,
-        volume_lambda=1e-3, init_modes=modes, random_state=seed, **common,
+        epochs_per_connector=20, connector_init_scale=0.05, volume_lambda=lam,
+        init_modes=modes, random_state=seed, **common,
     ).fit(X, y)  # fmt: skip
     mode_acc = float((modes.predict_member_proba(X).argmax(-1) == y).mean())
     return spro.dimension_probe(X, y, n_samples=10, tolerance=tolerance), mode_acc
@@ -68,6 +71,8 @@ def main():
     parser.add_argument("--connectors", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=1e-2)
+    parser.add_argument("--lam", type=float, default=0.01, help="volume_lambda")
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 256])
     args = parser.parse_args()
     start = time.time()
     X, y = make_classification(
@@ -78,9 +83,9 @@ def main():
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads\n"
     )
-    for hidden in (16, 256):
+    for hidden in args.widths:
         for seed in range(args.seeds):
-            result, mode_acc = probe(hidden, args.connectors, seed, X, y, args.tolerance)
+            result, mode_acc = probe(hidden, args.connectors, seed, X, y, args.tolerance, args.lam)
             print(f"### MLP width {hidden}, seed {seed}: modes' train accuracy {mode_acc:.3f}")
             print("| connectors | mean log V | height h_c | h_c / h_1 | train accuracy |")
             print("|---|---|---|---|---|")

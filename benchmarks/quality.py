@@ -163,9 +163,9 @@ def connectivity_models(epochs, extra=20):
 
         return fit
 
-    def connected(estimator, n_modes, **params):
+    def connected(estimator, n_given, **params):
         def fit(seed, X, y):
-            modes = ensemble(n_modes, epochs)(seed, X, y)
+            modes = ensemble(n_given, epochs)(seed, X, y)
             model = estimator(MLP, init_modes=modes, random_state=seed, **params, **common)
             model.fit(X, y)
             model.epochs_spent_ += modes.epochs_spent_  # the modes' budget counts too

@@ -50,9 +50,7 @@ def main():
     models = {
         "single network": DeepEnsembleClassifier(MLP, n_estimators=1, **training),
         "deep ensemble (5)": DeepEnsembleClassifier(MLP, n_estimators=5, **training),
-        "ESPRO (3 modes x 3)": ESPROClassifier(
-            MLP, n_modes=3, n_vertices=3, epochs_per_vertex=3, vertex_lr=0.01, **training
-        ),
+        "ESPRO (3 modes x 3)": ESPROClassifier(MLP, n_modes=3, n_vertices=3, **training),
         "FGE (8 snapshots)": FGEClassifier(MLP, n_snapshots=8, cycle_length=2, **training),
         "SWAG": SWAGClassifier(MLP, swa_start=20, swa_lr=0.01, **{**training, "max_epochs": 30}),
     }

@@ -47,7 +47,10 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
 
     With 2 modes and 1 connector the complex is a polygonal chain ``w_0 - θ_0 - w_1``. The
     log-volume of every simplex is recorded after each connector: the dimensionality probe
-    (:meth:`dimension_probe`) reads it.
+    (:meth:`dimension_probe`) reads it. For the probe to measure the loss surface rather
+    than the random start, start connectors close to the complex (a small
+    ``connector_init_scale``) and let the volume term push them out (``volume_lambda``
+    around 1: below about 0.1 it barely moves a connector, as for ESPRO's vertices).
 
     Parameters
     ----------
