@@ -29,15 +29,15 @@ criterion : type, default=torch.nn.CrossEntropyLoss
     callbacks : list of skorch Callback instances or (name, callback) pairs, or None
         Extra skorch callbacks for every training phase of every member, each phase with
         its own copy (``LRScheduler``, ``EarlyStopping``, ``Checkpoint``...), except that
-        learning-rate schedulers (``LRScheduler``) do not act in the phases that set their
-        own rate: ESPRO's vertices, SPRO's connectors and a curve's bends (see their
-        ``*_callbacks``), FGE's cycles and SWAG's SWA phase (whose rates the method sets at
-        every step). A callback that stops training early (``EarlyStopping``) ends the phase
-        it runs in: a member's training, a mode, a vertex, connector or curve phase, FGE's
-        pretraining or cycles, a SWAG run. A
-        callback that monitors a ``valid_*`` score needs a ``train_split``. Each copy of a
-        ``Checkpoint`` or ``TrainEndCheckpoint`` writes its own files: its ``fn_prefix`` gains
-        ``member{i}_{phase}_`` (e.g. ``member2_vertex1_params.pt``).
+        learning-rate schedulers (``LRScheduler``) are left out of ESPRO's vertex, SPRO's
+        connector and a curve's phases (see their ``*_callbacks``), and are overridden in
+        FGE's cycles and SWAG's SWA phase, whose rates the method sets at every step. A
+        callback that stops training early (``EarlyStopping``) ends the phase it runs in: a
+        member's training, a mode, a vertex, connector or curve phase, FGE's pretraining or
+        cycles, a SWAG run. A callback that monitors a ``valid_*`` score needs a
+        ``train_split``. Each copy of a ``Checkpoint`` or ``TrainEndCheckpoint`` writes its
+        own files: its ``fn_prefix`` gains ``member{i}_{phase}_`` (e.g.
+        ``member2_vertex1_params.pt``).
     verbose : int, default=0
         0 prints nothing; 1 shows one progress bar over the whole fit (all members, phases
         and epochs), labelled with the member and phase; 2 adds skorch's per-epoch table of
@@ -72,14 +72,16 @@ INIT_MODES_PARAMETER = """\
 init_modes : fitted simplexens estimator, list of nn.Module, list of state dicts, or None, \
 default=None
         Trained networks to start from instead of training the modes: a fitted estimator
-        (what its ``mode_state_dicts()`` returns: DeepEnsemble's members, ESPRO's and SPRO's
-        modes, a curve's endpoints, SWAG's SWA means, FGE's snapshots), modules of this
-        estimator's module, or their state dicts (one module or state dict alone counts as
-        a list of one). Their number must equal {count}; names and shapes must match the
-        module. The ordinary training of the modes is skipped and ``epochs_spent_`` counts
-        only what ``fit`` spends. The given tensors are copied, never modified. ``clone``
-        (and so ``GridSearchCV``) copies an estimator given here without its fitted state:
-        pass ``est.mode_state_dicts()`` to keep them."""
+        (what its ``mode_state_dicts()`` returns: DeepEnsemble's members, ESPRO's and
+        SPRO's modes, a curve's endpoints, SWAG's SWA means, FGE's snapshots), modules of
+        this estimator's module, or their state dicts (one module or state dict alone
+        counts as a list of one). Their number must equal {count}; names and shapes must
+        match the module. The ordinary training of the modes is skipped and
+        ``epochs_spent_`` counts only what ``fit`` spends. SWAG's SWA means come with the
+        last iterate's BatchNorm statistics: recompute them (``recalibrate_bn=True``) when
+        starting from them. The given tensors are copied, never modified. ``clone`` (and so
+        ``GridSearchCV``) copies an estimator given here without its fitted state: pass
+        ``est.mode_state_dicts()`` to keep them."""
 
 ANCHOR_PHASE_PARAMETERS = """\
 {name}_schedule : {{"cosine", "constant"}}, default="cosine"
@@ -90,7 +92,7 @@ ANCHOR_PHASE_PARAMETERS = """\
         The callbacks of the {phase} phases. ``None``: those of ``callbacks`` except
         learning-rate schedulers (``skorch.callbacks.LRScheduler``), which act in the modes'
         training only: a schedule set up for ``max_epochs`` would otherwise restart in every
-        {phase} phase."""
+        {phase} phase. A scheduler given here needs ``{name}_schedule="constant"``."""
 
 COMMON_ATTRIBUTES = """\
 classes_ : ndarray of shape (n_classes,)

@@ -27,6 +27,7 @@ from simplexens.backends.simplex import (
     ComplexSampler,
     CurveSampler,
     SimplexSampler,
+    simplex_module,
 )
 from simplexens.geometry.complex import (
     SimplicialComplex,
@@ -35,7 +36,7 @@ from simplexens.geometry.complex import (
     sample_complex,
 )
 from simplexens.geometry.curves import curve_coefficients, polychain_coefficients
-from simplexens.geometry.simplex import sample_barycentric, simplex_points
+from simplexens.geometry.simplex import log_volume, sample_barycentric, simplex_points
 
 pytestmark = pytest.mark.usefixtures("global_rng_untouched")
 
@@ -580,3 +581,34 @@ def test_complex_module_pickle_round_trip():
     doubled = {k: 2 * v if k.startswith("frozen_") else v for k, v in state.items()}
     copy.load_state_dict(doubled)
     assert_close(copy.log_volumes().detach(), complex_log_volumes(copy.anchors(), complex_))
+
+
+class ScaledLinear(nn.Module):
+    """A linear layer times a learned scalar (a temperature): a 0-d parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        return self.linear(x) * self.scale
+
+
+def test_a_scalar_parameter_is_an_anchor_like_any_other():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = ScaledLinear()
+        frozen = {
+            n: torch.stack([p.detach(), p.detach() + 0.3]) for n, p in module.named_parameters()
+        }
+        start = {n: p.detach() + 0.5 * torch.randn_like(p) for n, p in module.named_parameters()}
+    anchored = simplex_module(module, frozen, start, 3, torch.Generator().manual_seed(0))
+    anchored.log_volume().backward()
+    new = {n: t.clone().requires_grad_(True) for n, t in start.items()}
+    stacked = {n: torch.cat([frozen[n], new[n][None]]) for n in start}
+    log_volume(stacked).backward()
+    for i, name in enumerate(anchored.names):
+        assert_close(anchored.trainable[i].grad[0], new[name].grad, rtol=1e-5, atol=1e-7)
+    out = anchored(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)))
+    assert out.shape == (6, 2)

@@ -258,3 +258,63 @@ def test_n_jobs_two_matches_sequential(data, trained):
     assert_allclose(
         parallel.predict_member_proba(X), trained.predict_member_proba(X), **PARALLEL_TOLERANCE
     )
+
+
+class FrozenFirstLayer(torch.nn.Module):
+    """An MLP whose first layer is frozen; ``seed`` fixes its values (a layer "loaded from a
+    file") or, left None, draws them at random like any other layer."""
+
+    def __init__(self, n_features_in, n_classes, seed=None):
+        super().__init__()
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.first = torch.nn.Linear(n_features_in, 16).requires_grad_(False)
+        if generator is not None:
+            with torch.no_grad():
+                for p in self.first.parameters():
+                    p.copy_(torch.randn(p.shape, generator=generator))
+        self.rest = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(16, n_classes))
+
+    def forward(self, x):
+        return self.rest(self.first(x))
+
+
+def test_endpoints_predict_as_the_given_modes_with_a_shared_frozen_layer(data):
+    # The frozen layer is the same in both modes: the curve's end members are the modes.
+    modes = DeepEnsembleClassifier(
+        FrozenFirstLayer, module__seed=0, n_estimators=2, max_epochs=2, lr=0.1,
+        batch_size=100, random_state=1,
+    ).fit(*data)  # fmt: skip
+    clf = CurveClassifier(
+        FrozenFirstLayer, module__seed=0, init_modes=modes, n_predict_samples=3,
+        curve_epochs=1, lr=0.1, batch_size=100, random_state=0,
+    ).fit(*data)  # fmt: skip
+    ends = clf.predict_member_proba(data[0])[[0, -1]]
+    assert_allclose(ends, modes.predict_member_proba(data[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_modes_with_different_frozen_layers_are_refused(data):
+    # A frozen layer initialised at random differs between modes: no point between them
+    # would have one, so the fit refuses.
+    clf = CurveClassifier(FrozenFirstLayer, max_epochs=1, curve_epochs=1, random_state=0)
+    with pytest.raises(ValueError, match=r"frozen parameter 'first\.weight'.*differs"):
+        clf.fit(*data)
+    with pytest.raises(NotFittedError):
+        clf.predict(data[0])
+
+
+def test_batchnorm_without_recalibration_is_refused(data):
+    from nets import BatchNormMLP
+
+    clf = CurveClassifier(BatchNormMLP, max_epochs=1, curve_epochs=1, recalibrate_bn=False)
+    with pytest.raises(ValueError, match="recalibrate_bn=False on a module with BatchNorm"):
+        clf.fit(*data)
+
+
+def test_a_scheduler_needs_a_constant_curve_schedule(data):
+    from skorch.callbacks import LRScheduler
+
+    scheduler = LRScheduler(policy="StepLR", step_size=1)
+    clf = curve(curve_callbacks=[scheduler])
+    with pytest.raises(ValueError, match="curve_schedule='constant'"):
+        clf.fit(*data)
+    curve(curve_callbacks=[scheduler], curve_schedule="constant").fit(*data)

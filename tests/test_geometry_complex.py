@@ -337,3 +337,13 @@ def test_invalid_sampling_arguments_raise(kwargs, match):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         sample_complex(generator=_gen(7), **arguments)
+
+
+def test_indices_are_built_once_per_device():
+    # Sampling in a training step must not copy the simplexes to the device again.
+    complex_ = SimplicialComplex([(0, 2), (1, 2)], 3)
+    assert complex_.indices() is complex_.indices()
+    assert complex_.indices("cpu") is complex_.indices("cpu")
+    assert torch.equal(complex_.indices(), torch.tensor([[0, 2], [1, 2]]))
+    restored = pickle.loads(pickle.dumps(complex_))
+    assert torch.equal(restored.indices(), complex_.indices())

@@ -366,3 +366,18 @@ def test_equal_weighting_draws_valid_points_from_every_simplex(data):
     assert all(len(m) == 1 for m in modes)
     # Each simplex is drawn with probability 1/3: P(one never drawn in 30) < 3 (2/3)^30 < 1e-4.
     assert set(np.concatenate(modes).tolist()) == set(range(N_MODES))
+
+
+@pytest.mark.parametrize(
+    ("y", "match"),
+    [
+        (None, "needs the labels y"),
+        ("unknown", "labels not seen in fit"),
+        ("short", "inconsistent"),
+    ],
+)
+def test_dimension_probe_checks_its_labels(data, fitted, y, match):
+    X, labels = data
+    y = {"unknown": labels + 10, "short": labels[:-1]}.get(y, y)
+    with pytest.raises(ValueError, match=match):
+        fitted.dimension_probe(X, y)

@@ -85,8 +85,8 @@ class ChunkedLinear(torch.autograd.Function):
 
 def _combine(weights, k, frozen, trainable):
     """Points ``weights @ [frozen; trainable]``, shape (m, *anchor shape)."""
-    flat = torch.mm(weights[:, :k], frozen.flatten(1))
-    flat.addmm_(weights[:, k:], trainable.flatten(1))
+    flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
+    flat.addmm_(weights[:, k:], trainable.reshape(len(trainable), -1))
     return flat.view(len(weights), *trainable.shape[1:])
 
 

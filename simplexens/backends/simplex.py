@@ -126,8 +126,9 @@ class AnchorPoints(torch.autograd.Function):
     @staticmethod
     def forward(weights, frozen, trainable):
         k = frozen.shape[0]
-        flat = torch.mm(weights[:, :k], frozen.flatten(1))
-        flat.addmm_(weights[:, k:], trainable.flatten(1))
+        # reshape, not flatten(1): a scalar parameter's anchors have shape (K,).
+        flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
+        flat.addmm_(weights[:, k:], trainable.reshape(len(trainable), -1))
         return flat.reshape(len(weights), *trainable.shape[1:])
 
     @staticmethod
@@ -230,7 +231,7 @@ class FrozenAnchors:
     @classmethod
     def of(cls, frozen: list[torch.Tensor]) -> FrozenAnchors:
         """From the frozen buffers, one ``(K_f, *shape)`` tensor per parameter."""
-        stacked = torch.cat([t.detach().flatten(1) for t in frozen], dim=1).double()
+        stacked = torch.cat([t.detach().reshape(len(t), -1) for t in frozen], dim=1).double()
         centre = stacked.mean(dim=0) if len(stacked) else stacked.new_zeros(stacked.shape[1])
         anchors = stacked - centre
         return cls(centre, anchors, anchors @ anchors.T)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from skorch.callbacks import LRScheduler
 
 from .._params import Options
-from ..backends.parallel import run_members
+from ..backends.batchnorm import batchnorm_layers
+from ..backends.parallel import private_rng, run_members
 from ..backends.skorch import PHASE_SCHEDULES, Phase, check_callbacks, fit_member
 from ..geometry.simplex import simplex_points
 
@@ -36,12 +38,25 @@ def phase_constraints(name: str) -> dict:
 
 
 def check_phase_callbacks(estimator, name: str) -> None:
-    """``{name}_callbacks`` must be None or a list of skorch callbacks."""
+    """``{name}_callbacks`` must be None or a list of skorch callbacks, without a
+    learning-rate scheduler unless the phase's own schedule is constant (the cosine schedule
+    sets the rate at every step and would silently override it)."""
     callbacks = getattr(estimator, f"{name}_callbacks")
     try:
         check_callbacks(callbacks, estimator.train_split)
     except TypeError as exc:
         raise TypeError(f"{name}_callbacks: {exc}") from exc
+    schedulers = [c for c in callbacks or () if isinstance(_callback(c), LRScheduler)]
+    if schedulers and getattr(estimator, f"{name}_schedule") != "constant":
+        raise ValueError(
+            f"{name}_callbacks holds a learning-rate scheduler, but {name}_schedule="
+            f"{getattr(estimator, f'{name}_schedule')!r} sets the rate at every step and would "
+            f"override it; pass {name}_schedule='constant' to let the scheduler set it."
+        )
+
+
+def _callback(item):
+    return item[1] if isinstance(item, tuple) else item
 
 
 class ConnectingMixin:
@@ -67,6 +82,29 @@ class ConnectingMixin:
         ]
         results = run_members(fit_member, jobs, self.n_jobs)
         return [r.tensors for r in results], sum(r.epochs for r in results)
+
+    def _check_connectable(self, spec, modes: list) -> None:
+        """Points between modes share what is not an anchor: the modes must agree on their
+        frozen parameters, and BatchNorm statistics must be recomputed per point."""
+        with private_rng(0):
+            template = spec.build()
+        if batchnorm_layers(template) and not self.recalibrate_bn:
+            raise ValueError(
+                f"{type(self).__name__} with recalibrate_bn=False on a module with BatchNorm: "
+                "points between the modes have no BatchNorm statistics of their own (those "
+                "of one mode would be used for all); use recalibrate_bn=True."
+            )
+        frozen = [n for n, p in template.named_parameters() if not p.requires_grad]
+        for name in frozen:
+            for i, mode in enumerate(modes[1:], start=1):
+                if not torch.equal(mode[name], modes[0][name]):
+                    raise ValueError(
+                        f"the frozen parameter {name!r} (requires_grad=False) differs between "
+                        f"mode 0 and mode {i}: {type(self).__name__} connects the parameters "
+                        "it trains and shares the frozen ones, so the modes must agree on "
+                        "them (e.g. a frozen layer loaded from a file, not initialised at "
+                        "random)."
+                    )
 
     def _stage(self, data) -> Phase:
         """The connecting stage, for messages and progress."""

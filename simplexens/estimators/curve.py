@@ -158,6 +158,7 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
     def _fit_members(self, spec, data, rng):
         *seeds, seed = member_seeds(rng, 3)
         modes, epochs = self._train_modes(spec, data, seeds)
+        self._check_connectable(spec, modes)
         phases = AnchorPhases(
             n_train_samples=self.n_train_samples,
             volume_lambda=0.0,

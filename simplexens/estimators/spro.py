@@ -7,7 +7,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 from sklearn.utils import Bunch
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 from torch import nn
 
 from .._base import BaseEnsembleClassifier, FitResult, store_parameters
@@ -196,6 +201,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
     def _fit_members(self, spec, data, rng):
         *seeds, seed = member_seeds(rng, self.n_modes + 1)
         modes, epochs = self._train_modes(spec, data, seeds)
+        self._check_connectable(spec, modes)
         phases = AnchorPhases(
             n_train_samples=self.n_train_samples,
             volume_lambda=float(self.volume_lambda),
@@ -277,7 +283,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         check_is_fitted(self)
         Integer(1).check("n_samples", n_samples)
         Real(0, 1, "neither").check("tolerance", tolerance)
-        check_consistent_length(X, y)
+        y = self._probe_labels(X, y)
         log_v = self.complex_log_volumes_
         counts = np.arange(1, len(log_v) + 1)
         previous = np.vstack([np.zeros((1, log_v.shape[1])), log_v[:-1]])
@@ -291,6 +297,20 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
             accuracy=accuracy,
             collapsed_after=int(low[0]) if len(low) else None,
         )
+
+    def _probe_labels(self, X, y) -> np.ndarray:
+        """``y`` checked: one label per row of ``X``, each among ``classes_``."""
+        if y is None:
+            raise ValueError("dimension_probe needs the labels y of X.")
+        y = column_or_1d(y)
+        check_consistent_length(X, y)
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y has labels not seen in fit: {unknown[:5].tolist()}; classes_ are "
+                f"{self.classes_.tolist()}."
+            )
+        return y
 
     def _probe_accuracy(self, X, y, n_connectors: int, n_samples: int) -> float:
         """Mean accuracy on (X, y) of points drawn over the complex with ``n_connectors``."""

@@ -96,7 +96,7 @@ class SimplicialComplex:
        and Fast Ensembling". ICML 2021, Section 4.
     """
 
-    __slots__ = ("_n_vertices", "_simplexes")
+    __slots__ = ("_indices", "_n_vertices", "_simplexes")
 
     def __init__(self, simplexes: Sequence[Sequence[int]], n_vertices: int) -> None:
         n_vertices = _index(n_vertices, "n_vertices")
@@ -139,6 +139,7 @@ class SimplicialComplex:
             checked.append(indices)
         self._simplexes = tuple(checked)
         self._n_vertices = n_vertices
+        self._indices = {}
 
     @property
     def simplexes(self) -> tuple[tuple[int, ...], ...]:
@@ -158,7 +159,12 @@ class SimplicialComplex:
 
     def indices(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Vertex indices of the simplexes, shape (n_simplexes, dimension + 1), int64."""
-        return torch.tensor(self._simplexes, dtype=torch.int64, device=device)
+        # Cached per device: copying a Python list to a GPU waits for the device, which a
+        # training step that samples the complex must not do.
+        key = str(torch.device(device)) if device is not None else None
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(self._simplexes, dtype=torch.int64, device=device)
+        return self._indices[key]
 
     def incidence(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Which vertices each simplex has.
@@ -194,6 +200,7 @@ class SimplicialComplex:
 
     def __setstate__(self, state: tuple[tuple[tuple[int, ...], ...], int]) -> None:
         self._simplexes, self._n_vertices = state
+        self._indices = {}
 
 
 def _check_complex(complex: SimplicialComplex) -> None:

@@ -102,10 +102,15 @@ def bezier_coefficients(t: torch.Tensor, n_bends: int, check: bool = True) -> to
     if check:
         _check_t(t)
     degree = n - 1
-    powers = torch.arange(n, dtype=t.dtype, device=t.device)
-    binomials = torch.tensor(
-        [float(math.comb(degree, i)) for i in range(n)], dtype=t.dtype, device=t.device
+    # Computed on t's device (a copy from a Python list to a GPU would wait for the device),
+    # in float64 and rounded: exact integers for any usable number of bends.
+    index = torch.arange(n, dtype=torch.float64, device=t.device)
+    binomials = (
+        torch.exp(math.lgamma(n) - torch.lgamma(index + 1) - torch.lgamma(degree - index + 1))
+        .round()
+        .to(t.dtype)
     )
+    powers = index.to(t.dtype)
     t_col = t.unsqueeze(1)
     return binomials * t_col.pow(powers) * (1 - t_col).pow(degree - powers)
 
