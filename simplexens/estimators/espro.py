@@ -83,7 +83,7 @@ class ESPROClassifier(BaseEnsembleClassifier):
         Relative size of the random move that starts each new vertex off the simplex (per
         parameter tensor, as a fraction of its norm at the centroid). This sets the
         simplex's size: with the defaults, vertices end about one mode-norm from the mode
-        and the simplex's points disagree with it on 0.6-0.8 times as many test points as
+        and the simplex's points disagree with it on 0.53-0.77 times as many test points as
         an independent mode does, at the same train accuracy (``benchmarks/README.md``);
         0.1 gives a simplex whose points are functionally almost the mode itself.
     {phases}
