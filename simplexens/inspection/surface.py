@@ -249,7 +249,9 @@ def plane_basis(p0, p1, p2, names) -> Bunch:
         raise ValueError("the first two anchors are the same point: no plane through them.")
     u = e1 / e1.norm()
     w = e2 - (e2 @ u) * u
-    if float(w.norm()) <= 1e-9 * scale:
+    # Parameters are float32: a point on the line through the other two lies off it by
+    # rounding, about 1e-7 of the distances.
+    if float(w.norm()) <= 1e-5 * scale:
         raise ValueError(
             "the three anchors are collinear: a plane needs three affinely independent "
             "parameter sets."
