@@ -19,6 +19,7 @@ References
 from __future__ import annotations
 
 import numbers
+import time
 
 import numpy as np
 import torch
@@ -119,13 +120,14 @@ def evaluate_points(estimator, points, X, y, *, recalibrate_bn=None) -> Bunch:
     template = estimator.members_.template
     if recalibrate_bn is None:
         recalibrate_bn = bool(batchnorm_layers(template))
-    nll, accuracy = [], []
+    nll, accuracy, strategy = [], [], None
     for start in range(0, len(points), POINTS_PER_STACK):
         chunk = points[start : start + POINTS_PER_STACK]
         stack = ParameterStack.from_members(template, chunk, estimator.members_.device)
         if recalibrate_bn:
             recalibrate_batchnorm(stack, estimator._batches(X, stack))
-        scores = _scores(estimator, stack, X, y_index)
+        strategy = strategy or _fastest(stack, X)
+        scores = _scores(estimator, stack, X, y_index, strategy)
         nll.append(scores[0])
         accuracy.append(scores[1])
     return Bunch(nll=np.concatenate(nll), accuracy=np.concatenate(accuracy))
@@ -144,7 +146,24 @@ def _data(estimator, X, y):
     return X, index
 
 
-def _scores(estimator, stack, X, y_index) -> tuple[np.ndarray, np.ndarray]:
+def _fastest(stack: ParameterStack, X: np.ndarray) -> str:
+    """The faster way to evaluate this stack, measured on a batch of ``X`` (one vmap call
+    over all points, or a loop of ordinary forward passes; which wins depends on the module,
+    the sizes and the machine)."""
+    x = torch.tensor(X[: min(len(X), 256)], device=stack.device)
+    times = {}
+    for strategy in ("loop", "vmap"):
+        try:
+            stack.forward(x[:2], strategy)  # warm-up, and whether the strategy runs at all
+        except RuntimeError:
+            continue
+        begin = time.perf_counter()
+        stack.forward(x, strategy)
+        times[strategy] = time.perf_counter() - begin
+    return min(times, key=times.get) if times else "auto"
+
+
+def _scores(estimator, stack, X, y_index, strategy="auto") -> tuple[np.ndarray, np.ndarray]:
     """Each member's mean NLL and accuracy on (X, y), in batches."""
     step = batch_size_for(stack, X, None, estimator.working_memory)
     total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
@@ -152,7 +171,7 @@ def _scores(estimator, stack, X, y_index) -> tuple[np.ndarray, np.ndarray]:
     for rows in batch_slices(len(X), step):
         x = torch.tensor(X[rows], device=stack.device)
         target = torch.tensor(y_index[rows], device=stack.device)
-        log_proba = stack.forward(x).to(torch.float64).log_softmax(dim=-1)
+        log_proba = stack.forward(x, strategy).to(torch.float64).log_softmax(dim=-1)
         total -= log_proba[:, torch.arange(len(target)), target].sum(dim=1)
         correct += (log_proba.argmax(dim=-1) == target).sum(dim=1)
     return (total / len(X)).cpu().numpy(), (correct / len(X)).cpu().numpy()
