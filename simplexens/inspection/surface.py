@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from torch.func import functional_call
 
 from ..backends.batching import batch_size_for, batch_slices
 from ..backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
@@ -147,23 +148,35 @@ def _data(estimator, X, y):
 
 
 def _fastest(stack: ParameterStack, X: np.ndarray) -> str:
-    """The faster way to evaluate this stack, measured on a batch of ``X`` (one vmap call
-    over all points, or a loop of ordinary forward passes; which wins depends on the module,
-    the sizes and the machine)."""
+    """The faster way to evaluate this stack, measured on a batch of ``X``: one vmap call
+    over all points, or a loop of ordinary forward passes through the module (which wins
+    depends on the module, the sizes and the machine)."""
     x = torch.tensor(X[: min(len(X), 256)], device=stack.device)
     times = {}
-    for strategy in ("loop", "vmap"):
+    for strategy in ("vmap", "loop"):
         try:
-            stack.forward(x[:2], strategy)  # warm-up, and whether the strategy runs at all
+            _forward(stack, x[:2], strategy)  # warm-up, and whether the strategy runs at all
         except RuntimeError:
             continue
         begin = time.perf_counter()
-        stack.forward(x, strategy)
+        _forward(stack, x, strategy)
         times[strategy] = time.perf_counter() - begin
-    return min(times, key=times.get) if times else "auto"
+    return min(times, key=times.get) if times else "loop"
 
 
-def _scores(estimator, stack, X, y_index, strategy="auto") -> tuple[np.ndarray, np.ndarray]:
+def _forward(stack: ParameterStack, x: torch.Tensor, strategy: str) -> torch.Tensor:
+    """All points' outputs on ``x``: vmap through the stack, or one functional call of the
+    module per point (no copy of the module per point, as a one-off evaluation wants)."""
+    if strategy == "vmap":
+        return stack._forward_vmap(x)
+    with torch.no_grad():
+        outputs = [
+            functional_call(stack.template, stack.member(i), (x,)) for i in range(stack.n_members)
+        ]
+    return torch.stack(outputs)
+
+
+def _scores(estimator, stack, X, y_index, strategy="loop") -> tuple[np.ndarray, np.ndarray]:
     """Each member's mean NLL and accuracy on (X, y), in batches."""
     step = batch_size_for(stack, X, None, estimator.working_memory)
     total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
@@ -171,7 +184,7 @@ def _scores(estimator, stack, X, y_index, strategy="auto") -> tuple[np.ndarray, 
     for rows in batch_slices(len(X), step):
         x = torch.tensor(X[rows], device=stack.device)
         target = torch.tensor(y_index[rows], device=stack.device)
-        log_proba = stack.forward(x, strategy).to(torch.float64).log_softmax(dim=-1)
+        log_proba = _forward(stack, x, strategy).to(torch.float64).log_softmax(dim=-1)
         total -= log_proba[:, torch.arange(len(target)), target].sum(dim=1)
         correct += (log_proba.argmax(dim=-1) == target).sum(dim=1)
     return (total / len(X)).cpu().numpy(), (correct / len(X)).cpu().numpy()

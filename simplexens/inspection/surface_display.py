@@ -100,12 +100,22 @@ class PathDisplay:
         (line,) = self.ax_.plot(self.t, self.nll, marker="o", markersize=3, label=label)
         self.ax_.set_xlabel("t (position along the path)")
         self.ax_.set_ylabel("NLL (lower is better)")
-        self.accuracy_ax_ = self.ax_.twinx()
+        self.accuracy_ax_ = _twin(self.ax_)
         self.accuracy_ax_.plot(self.t, self.accuracy, linestyle="--", color=line.get_color())
         self.accuracy_ax_.set_ylabel("accuracy (dashed; higher is better)")
         if label:
             self.ax_.legend(loc="upper center")
         return self
+
+
+def _twin(ax):
+    """The accuracy axes twinned with ``ax``: made once, reused when paths share ``ax``."""
+    for other in ax.figure.axes:
+        if other.get_label() == "path accuracy" and other.get_shared_x_axes().joined(ax, other):
+            return other
+    twin = ax.twinx()
+    twin.set_label("path accuracy")
+    return twin
 
 
 class PlaneDisplay:
