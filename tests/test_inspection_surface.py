@@ -6,6 +6,7 @@ point's parameters.
 """
 
 import copy
+import sys
 
 import matplotlib
 import numpy as np
@@ -175,3 +176,16 @@ def test_bad_input(ensemble, data):
         loss_along_path(DeepEnsembleClassifier(MLP), *data)
     with pytest.raises(TypeError, match="not a fitted CurveClassifier"):
         loss_along_curve(ensemble, *data)
+
+
+def test_path_and_plane_displays_name_the_plot_extra_without_matplotlib(monkeypatch, ensemble):
+    path = PathDisplay(t=[0, 1], nll=[1.0, 2.0], accuracy=[0.5, 0.6])
+    plane = PlaneDisplay(
+        xx0=np.zeros((2, 2)), xx1=np.zeros((2, 2)), response=np.ones((2, 2)),
+        anchor_coords=np.zeros((3, 2)),
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    for display in (path, plane):
+        with pytest.raises(ImportError, match=r"simplexens\[plot\]"):
+            display.plot()
