@@ -174,7 +174,7 @@ def test_bad_input(ensemble, data):
         loss_along_path(ensemble, data[0], np.array(["z"] * len(data[0])))
     with pytest.raises(NotFittedError):
         loss_along_path(DeepEnsembleClassifier(MLP), *data)
-    with pytest.raises(TypeError, match="not a fitted CurveClassifier"):
+    with pytest.raises(TypeError, match="has no curve"):
         loss_along_curve(ensemble, *data)
 
 
@@ -189,3 +189,15 @@ def test_path_and_plane_displays_name_the_plot_extra_without_matplotlib(monkeypa
     for display in (path, plane):
         with pytest.raises(ImportError, match=r"simplexens\[plot\]"):
             display.plot()
+
+
+def test_an_spro_chain_is_a_curve_through_its_connector(data):
+    from simplexens import SPROClassifier
+
+    spro = SPROClassifier(
+        MLP, n_connectors=1, epochs_per_connector=1, n_predict_samples=2, **TRAINING
+    ).fit(*data)
+    chain = loss_along_curve(spro, *data, n_points=3)
+    sets = parameter_sets(spro)["anchors"]  # w_0, w_1, θ_0
+    expected = evaluate_points(spro, [sets[0], sets[2], sets[1]], *data)
+    assert_allclose(chain.nll, expected.nll, rtol=1e-6)

@@ -234,18 +234,26 @@ def loss_along_path(estimator, X, y, *, start=0, end=1, n_points=25, recalibrate
 
 
 def loss_along_curve(estimator, X, y, *, n_points=25, recalibrate_bn=None):
-    """NLL and accuracy along a fitted :class:`~simplexens.CurveClassifier`'s curve.
+    """NLL and accuracy along a fitted curve: a :class:`~simplexens.CurveClassifier`'s, or the
+    polygonal chain ``w_0 - θ_0 - w_1`` of an :class:`~simplexens.SPROClassifier` with 2 modes
+    and 1 connector.
 
     Parameters and returns as :func:`loss_along_path`; ``t`` evenly spaced in [0, 1].
     """
     _check_count("n_points", n_points)
-    if not hasattr(estimator, "curve_anchors_"):
-        check_is_fitted(estimator)
-        raise TypeError(f"{type(estimator).__name__} is not a fitted CurveClassifier.")
-    anchors = parameter_sets(estimator)["anchors"]
+    check_is_fitted(estimator)
+    anchors = parameter_sets(estimator).get("anchors")
+    if hasattr(estimator, "curve_anchors_"):
+        curve, n_bends = estimator.curve, estimator.n_bends
+    elif anchors is not None and estimator.n_modes == 2 and len(anchors) == 3:
+        curve, n_bends, anchors = "polychain", 3, [anchors[0], anchors[2], anchors[1]]
+    else:
+        raise TypeError(
+            f"{type(estimator).__name__} has no curve: fit a CurveClassifier, or an "
+            "SPROClassifier with 2 modes and 1 connector (a polygonal chain)."
+        )
     t = torch.linspace(0, 1, n_points, dtype=torch.float64)
-    weights = curve_coefficients(t, estimator.curve, estimator.n_bends)
-    points = _combine(anchors, weights)
+    points = _combine(anchors, curve_coefficients(t, curve, n_bends))
     scores = evaluate_points(estimator, points, X, y, recalibrate_bn=recalibrate_bn)
     return Bunch(t=t.numpy(), **scores)
 
