@@ -9,6 +9,9 @@ from the data.
 Every generator draws from ``check_random_state(random_state)`` only: given a seed or a
 ``RandomState``, the global NumPy and torch random states are left alone (``None`` means
 NumPy's global generator, as everywhere in scikit-learn). Torch is not used for the data.
+
+Robustness to dataset shift is evaluated with :func:`corrupt`, which applies one of the
+corruptions :data:`IMAGE_CORRUPTIONS` or :data:`TABULAR_CORRUPTIONS` at a severity 0 to 5.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ import numpy as np
 from sklearn.utils import check_random_state
 from torch import nn
 
-__all__ = ["MLP", "SHAPE_NAMES", "SmallCNN", "make_shapes", "make_spirals"]
+__all__ = [
+    "IMAGE_CORRUPTIONS",
+    "MLP",
+    "SHAPE_NAMES",
+    "TABULAR_CORRUPTIONS",
+    "SmallCNN",
+    "corrupt",
+    "make_shapes",
+    "make_spirals",
+]
 
 SHAPE_NAMES = ("square", "disk", "horizontal_bar", "vertical_bar", "cross", "triangle")
 """The classes of :func:`make_shapes`, in label order (label ``k`` is ``SHAPE_NAMES[k]``)."""
@@ -407,3 +419,263 @@ class SmallCNN(nn.Module):
     def forward(self, x):
         """Map images of shape (n, in_channels, H, W) to logits of shape (n, n_classes)."""
         return self.head(self.features(x))
+
+
+# --------------------------------------------------------------------------- corruptions
+
+IMAGE_CORRUPTIONS = ("gaussian_noise", "blur", "contrast", "pixel_shift", "occlusion")
+"""The corruptions :func:`corrupt` applies to images of shape (n, C, H, W)."""
+
+TABULAR_CORRUPTIONS = ("noise", "feature_dropout", "scaling")
+"""The corruptions :func:`corrupt` applies to tabular data of shape (n, d)."""
+
+_MAX_SEVERITY = 5
+
+# The parameter of each corruption at severities 1..5 (index severity - 1); see the table in
+# the docstring of `corrupt`, which must be kept in step with this one.
+_SEVERITIES = {
+    # images, values in [0, 1]
+    "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),  # noise std
+    "blur": (0.5, 0.75, 1.0, 1.5, 2.0),  # Gaussian kernel std, in pixels
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor kept of the deviation from the mean
+    "pixel_shift": (1, 2, 3, 4, 5),  # shift, in pixels
+    "occlusion": (0.2, 0.3, 0.4, 0.5, 0.6),  # patch side, as a fraction of min(H, W)
+    # tabular, relative to each feature's standard deviation
+    "noise": (0.1, 0.2, 0.4, 0.7, 1.0),  # noise std, in feature stds
+    "feature_dropout": (0.05, 0.1, 0.2, 0.35, 0.5),  # probability that an entry is replaced
+    "scaling": (0.1, 0.2, 0.3, 0.5, 0.75),  # s of the per-feature factor exp(N(0, s²))
+}
+
+# A Gaussian kernel is truncated at this many standard deviations (it keeps 99.7% of the mass
+# before renormalisation).
+_BLUR_TRUNCATE = 3.0
+
+
+def _check_corruption_input(X, kind, severity):
+    """Validate the arguments of `corrupt`; return X as float64 and severity as an int."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"X must be a numeric array, got dtype {X.dtype}.")
+    if X.ndim not in (2, 4):
+        raise ValueError(
+            "X must be images of shape (n, C, H, W) (ndim 4) or tabular data of shape (n, d) "
+            f"(ndim 2), got ndim={X.ndim}."
+        )
+    if X.size == 0:
+        raise ValueError(f"X must not be empty, got shape {X.shape}.")
+    X = X.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X must be finite; it contains NaN or infinite values.")
+    if X.ndim == 4:
+        valid, other, family = IMAGE_CORRUPTIONS, TABULAR_CORRUPTIONS, "images (ndim 4)"
+    else:
+        valid, other, family = TABULAR_CORRUPTIONS, IMAGE_CORRUPTIONS, "tabular data (ndim 2)"
+    if not isinstance(kind, str):
+        raise ValueError(f"kind must be a string, one of {valid} for {family}; got {kind!r}.")
+    if kind in other:
+        expected = "images of shape (n, C, H, W)" if X.ndim == 2 else "data of shape (n, d)"
+        family_of_kind = "an image" if X.ndim == 2 else "a tabular"
+        raise ValueError(
+            f"kind={kind!r} is {family_of_kind} corruption and needs {expected}, got X of "
+            f"shape {X.shape}; the corruptions for {family} are {valid}."
+        )
+    if kind not in valid:
+        raise ValueError(f"Unknown kind={kind!r} for {family}; valid kinds are {valid}.")
+    severity = _check_int(severity, "severity", low=0)
+    if severity > _MAX_SEVERITY:
+        raise ValueError(f"severity must be <= {_MAX_SEVERITY}, got {severity}.")
+    return X, severity
+
+
+def _gaussian_kernel(sigma):
+    """Normalised 1-D Gaussian weights of std ``sigma`` on ``-r..r``, ``r = ceil(3·sigma)``."""
+    radius = int(np.ceil(_BLUR_TRUNCATE * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def _convolve_axis(X, weights, axis):
+    """Convolve ``X`` along ``axis`` with the symmetric ``weights``, zero padding, same size."""
+    X = np.moveaxis(X, axis, -1)
+    radius = len(weights) // 2
+    length = X.shape[-1]
+    padded = np.pad(X, [(0, 0)] * (X.ndim - 1) + [(radius, radius)])
+    out = np.zeros_like(X)
+    for offset, weight in enumerate(weights):
+        out += weight * padded[..., offset : offset + length]
+    return np.moveaxis(out, -1, axis)
+
+
+def _blur(X, sigma):
+    weights = _gaussian_kernel(sigma)
+    return _convolve_axis(_convolve_axis(X, weights, axis=2), weights, axis=3)
+
+
+def _pixel_shift(X, shift, rng):
+    """Shift each image by ``shift`` pixels up, down, left or right (drawn per image)."""
+    n, _, height, width = X.shape
+    direction = rng.randint(4, size=n)
+    out = np.zeros_like(X)
+    if shift < height:
+        down, up = direction == 0, direction == 1
+        out[down, :, shift:, :] = X[down, :, : height - shift, :]
+        out[up, :, : height - shift, :] = X[up, :, shift:, :]
+    if shift < width:
+        right, left = direction == 2, direction == 3
+        out[right, :, :, shift:] = X[right, :, :, : width - shift]
+        out[left, :, :, : width - shift] = X[left, :, :, shift:]
+    return out
+
+
+def _occlusion_side(fraction, height, width):
+    """Side of the occluding square: ``round(fraction · min(H, W))``, at least 1 pixel."""
+    return max(1, int(np.floor(fraction * min(height, width) + 0.5)))
+
+
+def _occlusion(X, fraction, rng):
+    """Zero a square patch, at a uniformly drawn position inside each image, in all channels."""
+    n, _, height, width = X.shape
+    side = _occlusion_side(fraction, height, width)
+    top = rng.randint(0, height - side + 1, size=n)[:, None, None]
+    left = rng.randint(0, width - side + 1, size=n)[:, None, None]
+    rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
+    patch = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return np.where(patch[:, None], 0.0, X)
+
+
+def _corrupt_images(X, kind, value, rng):
+    if kind == "gaussian_noise":
+        out = X + value * rng.standard_normal(X.shape)
+    elif kind == "blur":
+        out = _blur(X, value)
+    elif kind == "contrast":
+        mean = X.mean(axis=(1, 2, 3), keepdims=True)
+        out = mean + value * (X - mean)
+    elif kind == "pixel_shift":
+        out = _pixel_shift(X, value, rng)
+    else:  # occlusion
+        out = _occlusion(X, value, rng)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _corrupt_tabular(X, kind, value, rng):
+    if kind == "noise":
+        return X + value * X.std(axis=0) * rng.standard_normal(X.shape)
+    if kind == "feature_dropout":
+        dropped = rng.uniform(size=X.shape) < value
+        return np.where(dropped, X.mean(axis=0), X)
+    # scaling
+    return X * np.exp(value * rng.standard_normal(X.shape[1]))
+
+
+def corrupt(X, kind, severity, random_state=None):
+    """Corrupt images or tabular data to simulate a dataset shift, at a given severity.
+
+    The corruptions follow the benchmarks of predictive uncertainty under dataset shift
+    [1]_ [2]_: a model is trained on clean data and evaluated (accuracy, calibration) on
+    ``corrupt(X_test, kind, s)`` for severities ``s = 1..5``; severity 0 is the clean data.
+
+    Image corruptions, for ``X`` of shape (n, C, H, W) with values in ``[0, 1]`` (the result is
+    clipped to ``[0, 1]``):
+
+    - ``"gaussian_noise"``: adds independent Gaussian noise of std ``σ`` to every pixel.
+    - ``"blur"``: Gaussian blur of std ``σ`` pixels over the spatial axes H and W (each channel
+      separately), by a separable kernel truncated at ``ceil(3σ)`` pixels and renormalised;
+      the image is zero-padded, so the mean is preserved except for mass blurred across the
+      border.
+    - ``"contrast"``: ``m + c · (x − m)``, with ``m`` the mean of each image over its channels
+      and pixels; the mean is preserved and the standard deviation multiplied by ``c``.
+    - ``"pixel_shift"``: translates each image by ``k`` pixels up, down, left or right (the
+      direction drawn uniformly per image); vacated pixels are 0, pixels shifted out are lost.
+    - ``"occlusion"``: sets a square patch of side ``round(f · min(H, W))`` (at least 1) to 0
+      in all channels, at a position drawn uniformly per image among those where the patch
+      lies wholly inside the image. For 16 x 16 images the sides are 3, 5, 6, 8 and 10.
+
+    Tabular corruptions, for ``X`` of shape (n, d) on any scale. They are relative to the
+    per-feature mean ``μ_j`` and standard deviation ``σ_j`` (population std, ``ddof=0``)
+    computed on ``X`` itself (so corrupting a subset of the rows uses that subset's
+    statistics); a constant feature gets no noise.
+
+    - ``"noise"``: adds Gaussian noise of std ``a · σ_j`` to feature ``j``.
+    - ``"feature_dropout"``: replaces each entry independently with probability ``p`` by its
+      feature's mean ``μ_j`` (so a fraction ``p`` of the entries, in expectation).
+    - ``"scaling"``: multiplies feature ``j`` by ``exp(s · z_j)``, ``z_j ~ N(0, 1)`` drawn once
+      per feature (a change of units, e.g. a miscalibrated sensor).
+
+    The parameter of each corruption by severity:
+
+    ===================  ====================================  ====  ====  ====  ====  ====
+    kind                 parameter                             1     2     3     4     5
+    ===================  ====================================  ====  ====  ====  ====  ====
+    ``gaussian_noise``   noise std ``σ``                       0.08  0.12  0.18  0.26  0.38
+    ``blur``             kernel std ``σ`` (pixels)             0.5   0.75  1.0   1.5   2.0
+    ``contrast``         factor ``c`` kept                     0.75  0.5   0.4   0.3   0.15
+    ``pixel_shift``      shift ``k`` (pixels)                  1     2     3     4     5
+    ``occlusion``        patch side ``f`` / min(H, W)          0.2   0.3   0.4   0.5   0.6
+    ``noise``            noise std ``a`` (feature stds)        0.1   0.2   0.4   0.7   1.0
+    ``feature_dropout``  probability ``p`` per entry           0.05  0.1   0.2   0.35  0.5
+    ``scaling``          log-factor std ``s``                  0.1   0.2   0.3   0.5   0.75
+    ===================  ====================================  ====  ====  ====  ====  ====
+
+    With a given seed the random draws do not depend on the severity (the same noise
+    directions, shift directions and dropped entries at every severity, the occlusion
+    position aside): the distance to the clean data grows with the severity.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, C, H, W) or (n, d)
+        Images (ndim 4) or tabular data (ndim 2); finite, numeric, not empty. Not modified.
+    kind : str
+        One of :data:`IMAGE_CORRUPTIONS` for images, of :data:`TABULAR_CORRUPTIONS` for
+        tabular data.
+    severity : int
+        From 0 to 5. Severity 0 returns an unchanged copy of ``X`` (as float32).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the noise, shift directions, occlusion positions, dropped entries and scaling
+        factors. ``"blur"`` and ``"contrast"`` are deterministic and draw nothing.
+
+    Returns
+    -------
+    X_corrupted : ndarray of the shape of X, dtype float32
+        A new array; computed in float64 and cast.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 2-D or 4-D, not numeric, empty or not finite; if ``kind`` is unknown
+        for that kind of input (the message lists the valid ones) or belongs to the other
+        kind of input; or if ``severity`` is not an integer from 0 to 5.
+
+    References
+    ----------
+    .. [1] Hendrycks, D. and Dietterich, T. "Benchmarking Neural Network Robustness to Common
+       Corruptions and Perturbations." ICLR 2019.
+    .. [2] Ovadia, Y., Fertig, E., Ren, J., Nado, Z., Sculley, D., Nowozin, S., Dillon, J. V.,
+       Lakshminarayanan, B. and Snoek, J. "Can You Trust Your Model's Uncertainty? Evaluating
+       Predictive Uncertainty Under Dataset Shift." NeurIPS 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simplexens.datasets import corrupt, make_shapes
+    >>> X, y = make_shapes(20, random_state=0)
+    >>> X_blurred = corrupt(X, "blur", 3)
+    >>> X_blurred.shape, X_blurred.dtype
+    ((20, 1, 16, 16), dtype('float32'))
+    >>> bool(np.array_equal(corrupt(X, "occlusion", 0), X))
+    True
+    >>> rms = [np.sqrt(np.mean((corrupt(X, "gaussian_noise", s, 0) - X) ** 2)) for s in (1, 5)]
+    >>> bool(rms[0] < rms[1])
+    True
+    """
+    X, severity = _check_corruption_input(X, kind, severity)
+    if severity == 0:
+        return X.astype(np.float32)
+    value = _SEVERITIES[kind][severity - 1]
+    rng = check_random_state(random_state)
+    if X.ndim == 4:
+        out = _corrupt_images(X, kind, value, rng)
+    else:
+        out = _corrupt_tabular(X, kind, value, rng)
+    return out.astype(np.float32)
