@@ -22,6 +22,12 @@ grown from given modes (``init_modes``) against ESPRO trained from scratch: the 
 give the same modes, so the results must agree while the epochs spent fall.
 
     python benchmarks/quality.py --suite connectivity [--seeds 3] [--epochs 30]
+
+``--suite swag`` checks when SWAG differs from SWA on the same two datasets: SWA against
+SWAG collecting once per epoch (the former default) and about ``max_rank`` times over the
+SWA phase (``collect_every="auto"``, the default), at two SWA learning rates.
+
+    python benchmarks/quality.py --suite swag [--seeds 3] [--epochs 30]
 """
 
 import argparse
@@ -223,11 +229,33 @@ def connectivity_data(seed):
         )
 
 
-def run_connectivity(seeds, epochs):
+def swag_models(epochs):
+    """SWA and SWAG variants: modes of ``epochs`` epochs, then ``epochs // 2`` SWA epochs."""
+    common = dict(lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4, batch_size=64)
+
+    def swag(covariance, swa_lr, collect_every):
+        def fit(seed, X, y):
+            return SWAGClassifier(
+                MLP, swa_start=epochs, max_epochs=epochs + epochs // 2, swa_lr=swa_lr,
+                covariance=covariance, collect_every=collect_every,
+                callbacks=cosine(epochs), random_state=seed, **common,
+            ).fit(X, y)  # fmt: skip
+
+        return fit
+
+    table = {}
+    for swa_lr in (0.01, 0.03):
+        table[f"SWA, swa_lr {swa_lr}"] = swag("none", swa_lr, "auto")
+        table[f"SWAG, once per epoch, swa_lr {swa_lr}"] = swag("full", swa_lr, None)
+        table[f"SWAG, auto (about max_rank), swa_lr {swa_lr}"] = swag("full", swa_lr, "auto")
+    return table
+
+
+def run_suite(models, seeds, epochs):
     results = {}
     for seed in range(seeds):
         for data, train, test in connectivity_data(seed):
-            for name, fit in connectivity_models(epochs).items():
+            for name, fit in models(epochs).items():
                 start = time.perf_counter()
                 model = fit(seed, *train)
                 scores = evaluate(model, *test)
@@ -251,10 +279,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--suite", choices=("methods", "connectivity"), default="methods")
+    parser.add_argument("--suite", choices=("methods", "connectivity", "swag"), default="methods")
     args = parser.parse_args()
-    if args.suite == "connectivity":
-        run_connectivity(args.seeds, args.epochs)
+    if args.suite in ("connectivity", "swag"):
+        models = connectivity_models if args.suite == "connectivity" else swag_models
+        run_suite(models, args.seeds, args.epochs)
         return
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(

@@ -116,7 +116,9 @@ X, y = (X[:300] / 16).astype(np.float32), y[:300]
 
 
 def fit(max_rank):
-    params = dict(swa_start=1, max_epochs=3, n_predict_samples=3, random_state=0)
+    params = dict(
+        swa_start=1, max_epochs=3, n_predict_samples=3, collect_every=None, random_state=0
+    )
     return SWAGClassifier(MLP, max_rank=max_rank, **params).fit(X, y)
 
 

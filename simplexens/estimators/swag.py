@@ -16,14 +16,19 @@ from ..backends.skorch import fit_swag
 
 COVARIANCES = ("full", "diagonal", "none")
 
+#: ``collect_every`` other than ``"auto"``.
+COLLECT_EVERY = Integer(1, none=True)
+
 
 @fill_doc
 class SWAGClassifier(BaseEnsembleClassifier):
     """SWAG: a Gaussian over weights fitted to the SGD trajectory; MultiSWAG with several.
 
     Each of ``n_modes`` runs trains the module for ``max_epochs`` epochs: ``swa_start``
-    epochs as usual, then the rest at the constant rate ``swa_lr``, collecting the weights at
-    the end of every epoch (or every ``collect_every`` steps). The collected weights give the
+    epochs as usual, then the rest at the constant rate ``swa_lr``, collecting the weights
+    about ``max_rank`` times spread evenly over the SWA phase (``collect_every="auto"``;
+    an integer collects every that many steps, None at the end of every epoch). The
+    collected weights give the
     running mean θ̄, the running mean of squares, and the last K = ``max_rank`` deviations
     D = [θ_i - θ̄_i]. Prediction averages the softmax probabilities of ``n_predict_samples``
     samples per run,
@@ -62,8 +67,14 @@ class SWAGClassifier(BaseEnsembleClassifier):
         (SWAG-diagonal), or none (SWA: the mean alone).
     var_clamp : float, default=1e-30
         Floor of the diagonal variance.
-    collect_every : int or None, default=None
-        Collect every this many training steps of the SWA phase instead of once per epoch.
+    collect_every : int, "auto" or None, default="auto"
+        When to collect the weights in the SWA phase of S training steps: ``"auto"`` every
+        ``max(1, S // max_rank)`` steps (so at least ``max_rank`` collections, spread over
+        the phase whatever its length: the deviations fill D); an integer, every that many
+        steps; None, once per epoch (the paper's choice for long runs; on a short SWA phase
+        it collects few weights, and SWAG then barely differs from SWA). With ``"auto"``, a
+        SWA phase ended early (``EarlyStopping``) before its first collection collects its
+        final weights.
     stats_on_cpu : bool, default=False
         Keep the SWAG statistics on the CPU while training on a GPU.
     recalibrate_bn : bool, default=True
@@ -104,7 +115,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
         scale=0.5,
         covariance="full",
         var_clamp=1e-30,
-        collect_every=None,
+        collect_every="auto",
         stats_on_cpu=False,
         recalibrate_bn=True,
         init_modes=None,
@@ -132,13 +143,20 @@ class SWAGClassifier(BaseEnsembleClassifier):
         "swa_lr": Real(0, None, "neither"),
         "scale": Real(0),
         "var_clamp": Real(0, None, "neither"),
-        "collect_every": Integer(1, none=True),
         "covariance": Options(COVARIANCES),
         "stats_on_cpu": Boolean(),
         "recalibrate_bn": Boolean(),
     }
 
     def _check_method_params(self):
+        if not (self.collect_every == "auto" and isinstance(self.collect_every, str)):
+            try:
+                COLLECT_EVERY.check("collect_every", self.collect_every)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(
+                    f"collect_every must be an integer >= 1, None or 'auto', got "
+                    f"{self.collect_every!r}."
+                ) from None
         if self.swa_start >= self.max_epochs:
             raise ValueError(
                 f"swa_start ({self.swa_start}) must be below max_epochs ({self.max_epochs}): "
@@ -150,7 +168,8 @@ class SWAGClassifier(BaseEnsembleClassifier):
             swa_start=self.swa_start,
             swa_lr=float(self.swa_lr),
             max_rank=self.max_rank,
-            collect_every=self.collect_every,
+            collect_every=self._collect_steps(data),
+            at_least_once=self.collect_every == "auto",
             stats_device="cpu" if self.stats_on_cpu else None,
             expected_collections=self._collections(data),
         )
@@ -193,14 +212,24 @@ class SWAGClassifier(BaseEnsembleClassifier):
         before = self.swa_start if self.init_modes is None else 0
         return self.n_modes * (self.max_epochs - self.swa_start + before)
 
-    def _collections(self, data):
-        """How many times the schedule collects weights (bounds the deviation buffer)."""
-        epochs = self.max_epochs - self.swa_start
-        if self.collect_every is None:
-            return epochs
+    def _swa_steps(self, data) -> int:
+        """Training steps of the SWA phase."""
         step, drop = self._training_loader(data)
         n_batches = len(data.rows) // step if drop else -(-len(data.rows) // step)
-        return epochs * n_batches // self.collect_every
+        return (self.max_epochs - self.swa_start) * n_batches
+
+    def _collect_steps(self, data):
+        """``collect_every`` resolved: steps between collections, or None (every epoch)."""
+        if self.collect_every == "auto" and isinstance(self.collect_every, str):
+            return max(1, self._swa_steps(data) // self.max_rank)
+        return self.collect_every
+
+    def _collections(self, data):
+        """How many times the schedule collects weights (bounds the deviation buffer)."""
+        every = self._collect_steps(data)
+        if every is None:
+            return self.max_epochs - self.swa_start
+        return self._swa_steps(data) // every
 
     def _divergence_advice(self):
         return f"Try a lower swa_lr (now {self.swa_lr}) or scale (now {self.scale})."

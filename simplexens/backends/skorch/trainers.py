@@ -103,14 +103,18 @@ class CyclicRate(Callback):
 class SWACollector(Callback):
     """Runs the SWA phase: after ``swa_start`` epochs, trains at ``swa_lr`` and collects the
     weights into a :class:`SWAGMoments` at the end of every epoch, or every ``every``
-    training steps.
+    training steps. With ``at_least_once``, a SWA phase that ends (early stopping) before
+    its first scheduled collection collects its final weights.
     """
 
-    def __init__(self, moments: SWAGMoments, swa_start: int, swa_lr: float, every=None):
+    def __init__(
+        self, moments: SWAGMoments, swa_start: int, swa_lr: float, every=None, at_least_once=False
+    ):
         self.moments = moments
         self.swa_start = swa_start
         self.swa_lr = swa_lr
         self.every = every
+        self.at_least_once = at_least_once
 
     def initialize(self):
         self.steps_ = 0
@@ -133,6 +137,10 @@ class SWACollector(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         if self.every is None and self._in_swa_phase(net):
+            self.moments.collect(dict(net.module_.named_parameters()))
+
+    def on_train_end(self, net, **kwargs):
+        if self.at_least_once and self.moments.n_collected == 0 and self._in_swa_phase(net):
             self.moments.collect(dict(net.module_.named_parameters()))
 
 
@@ -246,7 +254,9 @@ def fit_swag(
         expected_collections=swa.get("expected_collections"),
     )
     swa_start = swa["swa_start"] if init is None else 0
-    collector = SWACollector(moments, swa_start, swa["swa_lr"], swa["collect_every"])
+    collector = SWACollector(
+        moments, swa_start, swa["swa_lr"], swa["collect_every"], swa.get("at_least_once", False)
+    )
     phase = phase or default_phase(net_kwargs)
     before, during = (
         phase.but("before SWA"),
