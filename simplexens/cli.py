@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from . import __version__
 
 __all__ = ["main"]
@@ -25,7 +27,7 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the usage and exit; we report one line
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: error: {message}")
 
 
 def _parser():
@@ -44,22 +46,35 @@ def _parser():
         "epochs_spent_, a same-budget deep-ensemble control) and evaluate them on clean data, "
         "under dataset shift (severities 1-5) and on out-of-distribution inputs.",
     )
-    cmp.add_argument("--data", default="digits",
-                     help=f"{', '.join(DATASETS)}, or a .csv or .npz file (default: digits)")
+    cmp.add_argument(
+        "--data",
+        default="digits",
+        help=f"{', '.join(DATASETS)}, or a .csv or .npz file (default: digits)",
+    )
     cmp.add_argument("--target", help="the target column of a CSV file")
-    cmp.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                     help=f"comma-separated, from {', '.join(METHODS)} (default: all); single, "
-                     "deep_ensemble and its same-budget control are always included")
+    cmp.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all); single, "
+        "deep_ensemble and its same-budget control are always included",
+    )
     cmp.add_argument("--seeds", type=int, default=1, help="repeats, seeds 0..N-1 (default: 1)")
-    cmp.add_argument("--out", default="simplexens-report",
-                     help="report folder (default: simplexens-report)")
-    cmp.add_argument("--quick", action="store_true",
-                     help="tiny sizes, a few seconds (for tests and CI)")
-    cmp.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
-                     dest="params", help="an estimator parameter for one method, applied with "
-                     "set_params (repeatable), e.g. --set espro.volume_lambda=0.1")
-    cmp.add_argument("--verbose", type=int, default=1,
-                     help="0: silent; 1: progress bar (default)")  # fmt: skip
+    cmp.add_argument(
+        "--out", default="simplexens-report", help="report folder (default: simplexens-report)"
+    )
+    cmp.add_argument(
+        "--quick", action="store_true", help="tiny sizes, a few seconds (for tests and CI)"
+    )
+    cmp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.PARAM=VALUE",
+        dest="params",
+        help="an estimator parameter for one method, applied with "
+        "set_params (repeatable), e.g. --set espro.volume_lambda=0.1",
+    )
+    cmp.add_argument("--verbose", type=int, default=1, help="0: silent; 1: progress bar (default)")
     return parser
 
 
@@ -70,7 +85,20 @@ def _run_compare(args):
     for text in args.params:
         method, name, value = parse_param(text)
         params.setdefault(method, {})[name] = value
-    results = compare(
+    # The command owns its process: one torch thread per process trains these small
+    # networks faster on a shared CPU (the library itself never sets the thread count).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = _compare_with(compare, args, params)
+    finally:
+        torch.set_num_threads(before)
+    if args.verbose >= 1:
+        print(f"report written to {args.out}/report.md ({results['total_seconds']:.0f} s)")
+
+
+def _compare_with(compare, args, params):
+    return compare(
         args.data,
         methods=args.methods,
         seeds=args.seeds,
@@ -80,8 +108,6 @@ def _run_compare(args):
         verbose=args.verbose,
         params=params,
     )
-    if args.verbose >= 1:
-        print(f"report written to {args.out}/report.md ({results['total_seconds']:.0f} s)")
 
 
 def main(argv=None):

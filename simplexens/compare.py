@@ -46,7 +46,6 @@ import os
 import platform
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -317,8 +316,9 @@ def load_data(data, target=None, *, budget=DEFAULT_BUDGET):
         module, params = SmallCNN, {"in_channels": X.shape[1], "batchnorm": True}
     f32 = np.float32
     name = Path(str(data)).name
-    return Data(name, kind, X_train.astype(f32), X_test.astype(f32), y_train, y_test, module,
-                params)  # fmt: skip
+    return Data(
+        name, kind, X_train.astype(f32), X_test.astype(f32), y_train, y_test, module, params
+    )
 
 
 # --------------------------------------------------------------------------- the methods
@@ -342,40 +342,89 @@ def _common(data, budget, seed):
     )
 
 
+def _ensemble(data, budget, fitted, common, n, epochs):
+    return DeepEnsembleClassifier(
+        data.module, n_estimators=n, max_epochs=epochs, callbacks=_cosine(epochs), **common
+    )
+
+
+def _espro(data, budget, fitted, common):
+    return ESPROClassifier(
+        data.module,
+        n_modes=budget.n_modes,
+        n_vertices=3,
+        epochs_per_vertex=max(1, budget.extra_epochs // 2),
+        vertex_lr=budget.lr,
+        init_modes=fitted["deep_ensemble"],
+        **common,
+    )
+
+
+def _swag(data, budget, fitted, common):
+    # About max_rank snapshots spread evenly over the SWA phase, whatever its length.
+    steps = budget.extra_epochs * -(-len(data.y_train) // budget.batch_size)
+    return SWAGClassifier(
+        data.module,
+        n_modes=budget.n_modes,
+        swa_start=budget.mode_epochs,
+        swa_lr=budget.swa_lr,
+        max_rank=budget.max_rank,
+        collect_every=max(1, steps // budget.max_rank),
+        init_modes=fitted["deep_ensemble"],
+        **{**common, "max_epochs": budget.mode_epochs + budget.extra_epochs},
+    )
+
+
+def _spro(data, budget, fitted, common):
+    return SPROClassifier(
+        data.module,
+        n_modes=budget.n_modes,
+        n_connectors=2,
+        epochs_per_connector=max(1, budget.n_modes * budget.extra_epochs // 2),
+        connector_lr=budget.lr,
+        init_modes=fitted["deep_ensemble"],
+        **common,
+    )
+
+
+def _curve(data, budget, fitted, common):
+    return CurveClassifier(
+        data.module,
+        curve="bezier",
+        curve_epochs=budget.n_modes * budget.extra_epochs,
+        curve_lr=budget.lr,
+        init_modes=fitted["deep_ensemble"].mode_state_dicts()[:2],
+        **common,
+    )
+
+
+def _fge(data, budget, fitted, common):
+    return FGEClassifier(
+        data.module,
+        n_snapshots=budget.n_snapshots,
+        cycle_length=budget.cycle_length,
+        alpha1=budget.lr,
+        init_modes=fitted["single"],
+        **common,
+    )
+
+
+_BUILDERS = {"espro": _espro, "swag": _swag, "spro": _spro, "curve": _curve, "fge": _fge}
+
+
 def _build(method, data, budget, seed, fitted):
     """The estimator of ``method`` (unfitted); ``fitted`` holds the references it grows from."""
     E, X, K = budget.mode_epochs, budget.extra_epochs, budget.n_modes
     common = _common(data, budget, seed)
-    n_predict = dict(n_predict_samples=budget.n_predict_samples)
-    if method in ("single", "deep_ensemble", CONTROL):
-        n, epochs = (1, E) if method == "single" else (K, E + X if method == CONTROL else E)
-        return DeepEnsembleClassifier(data.module, n_estimators=n, max_epochs=epochs,
-                                      callbacks=_cosine(epochs), **common)  # fmt: skip
-    modes = fitted.get("deep_ensemble")
-    if method == "espro":
-        return ESPROClassifier(data.module, n_modes=K, n_vertices=3, epochs_per_vertex=max(1, X // 2),
-                               vertex_lr=budget.lr, init_modes=modes, max_epochs=E,
-                               callbacks=_cosine(E), **n_predict, **common)  # fmt: skip
-    if method == "swag":
-        steps = X * -(-len(data.y_train) // budget.batch_size)
-        return SWAGClassifier(data.module, n_modes=K, swa_start=E, max_epochs=E + X,
-                              swa_lr=budget.swa_lr, max_rank=budget.max_rank,
-                              collect_every=max(1, steps // budget.max_rank), init_modes=modes,
-                              callbacks=_cosine(E), **n_predict, **common)  # fmt: skip
-    if method == "spro":
-        return SPROClassifier(data.module, n_modes=K, n_connectors=2,
-                              epochs_per_connector=max(1, K * X // 2), connector_lr=budget.lr,
-                              init_modes=modes, max_epochs=E, callbacks=_cosine(E), **n_predict,
-                              **common)  # fmt: skip
-    if method == "curve":
-        return CurveClassifier(data.module, curve="bezier", curve_epochs=K * X,
-                               curve_lr=budget.lr, init_modes=modes.mode_state_dicts()[:2],
-                               max_epochs=E, callbacks=_cosine(E), **n_predict,
-                               **common)  # fmt: skip
-    return FGEClassifier(data.module, n_snapshots=budget.n_snapshots,
-                         cycle_length=budget.cycle_length, alpha1=budget.lr,
-                         init_modes=fitted["single"], max_epochs=E, callbacks=_cosine(E),
-                         **common)  # fmt: skip
+    if method == "single":
+        return _ensemble(data, budget, fitted, common, 1, E)
+    if method in ("deep_ensemble", CONTROL):
+        return _ensemble(data, budget, fitted, common, K, E + X if method == CONTROL else E)
+    # Modes come from init_modes; the cosine over max_epochs is what they were trained with.
+    common.update(max_epochs=E, callbacks=_cosine(E))
+    if method != "fge":
+        common["n_predict_samples"] = budget.n_predict_samples
+    return _BUILDERS[method](data, budget, fitted, common)
 
 
 def _fit(method, data, budget, seed, fitted, params):
@@ -404,8 +453,8 @@ def _evaluation_sets(data):
     sets = [("clean", data.X_test)]
     for k, kind in enumerate(kinds):
         for severity in _SEVERITIES:
-            seed = 1000 + 10 * k + severity
-            sets.append((f"{kind}/{severity}", corrupt(data.X_test, kind, severity, seed)))
+            # One seed per kind: the same draws at every severity (see `corrupt`).
+            sets.append((f"{kind}/{severity}", corrupt(data.X_test, kind, severity, 1000 + k)))
     rng = np.random.RandomState(_SPLIT_SEED)
     if data.kind == "image":
         ood = rng.uniform(size=data.X_test.shape)
@@ -428,7 +477,10 @@ def _evaluate(model, data, kinds, sets):
     """Clean scores, shift scores and OOD AUROCs of one fitted model, from one prediction."""
     member_proba = model.predict_member_proba(np.concatenate([X for _, X in sets]))
     bounds = np.cumsum([0] + [len(X) for _, X in sets])
-    parts = {key: member_proba[:, a:b] for (key, _), a, b in zip(sets, bounds, bounds[1:])}
+    parts = {
+        key: member_proba[:, a:b]
+        for (key, _), a, b in zip(sets, bounds[:-1], bounds[1:], strict=True)
+    }
     y, classes = data.y_test, model.classes_
     clean = parts["clean"].mean(axis=0)
     shift = {kind: {"nll": [], "accuracy": []} for kind in kinds}
@@ -453,7 +505,7 @@ def _row(method, seed, evaluation, epochs, seconds, kinds):
     record["fit_seconds"] = seconds
     for metric in ("nll", "accuracy"):
         by_severity = np.mean([shift[kind][metric] for kind in kinds], axis=0)
-        for severity, value in zip(_SEVERITIES, by_severity):
+        for severity, value in zip(_SEVERITIES, by_severity, strict=True):
             record[f"shift_{metric}_{severity}"] = float(value)
         record[f"shift_{metric}_mean"] = float(by_severity.mean())
     for score, auroc in evaluation["ood"].items():
@@ -465,21 +517,12 @@ def _row(method, seed, evaluation, epochs, seconds, kinds):
 # --------------------------------------------------------------------------- the run
 
 
-@contextmanager
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _progress(total, verbose):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=verbose < 1, desc="simplexens compare", unit="fit",
-                file=sys.stderr)  # fmt: skip
+    return tqdm(
+        total=total, disable=verbose < 1, desc="simplexens compare", unit="fit", file=sys.stderr
+    )
 
 
 def _command(data, methods, seeds, out, quick, target, params):
@@ -575,11 +618,19 @@ def compare(
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     budget = QUICK_BUDGET if quick else DEFAULT_BUDGET
     dataset = load_data(data, target, budget=budget)
-    config = {"data": str(data), "methods": list(methods), "seeds": seeds, "quick": quick,
-              "target": target, "params": params, "budget": asdict(budget),
-              "command": _command(data, methods, seeds, out, quick, target, params),
-              "kind": dataset.kind, "n_train": len(dataset.y_train),
-              "n_test": len(dataset.y_test)}  # fmt: skip
+    config = {
+        "data": str(data),
+        "methods": list(methods),
+        "seeds": seeds,
+        "quick": quick,
+        "target": target,
+        "params": params,
+        "budget": asdict(budget),
+        "command": _command(data, methods, seeds, out, quick, target, params),
+        "kind": dataset.kind,
+        "n_train": len(dataset.y_train),
+        "n_test": len(dataset.y_test),
+    }
     records, reliability = _run(dataset, methods, seeds, budget, params, verbose)
     results = {"config": config, "environment": _environment(), "records": records}
     results["table"] = _summarise(records, methods)
@@ -592,7 +643,7 @@ def compare(
 def _run(data, methods, seeds, budget, params, verbose):
     kinds, sets = _evaluation_sets(data)
     records, reliability = [], {}
-    with _single_thread(), _progress(seeds * len(methods), verbose) as bar:
+    with _progress(seeds * len(methods), verbose) as bar:
         for seed in range(seeds):
             fitted = {}
             for method in methods:
@@ -650,10 +701,11 @@ def _judge(a, b, key, higher, seeds):
     """``a`` (method) against ``b`` (reference) on ``key``: a phrase."""
     diff = a[key]["mean"] - b[key]["mean"]
     better = diff > 0 if higher else diff < 0
-    word = "higher" if diff > 0 else "lower"
+    if diff == 0:
+        return f"{a[key]['mean']:.4f} for both: equal"
     text = f"{a[key]['mean']:.4f} vs {b[key]['mean']:.4f} ({diff:+.4f})"
     if seeds == 1:
-        return f"{text}: {word} (single seed: no noise estimate)"
+        return f"{text}: {'better' if better else 'worse'} (single seed: no noise estimate)"
     pooled = np.sqrt((a[key]["sd"] ** 2 + b[key]["sd"] ** 2) / 2)
     if abs(diff) < pooled:
         return f"{text}: within seed noise (pooled sd {pooled:.4f})"
@@ -710,7 +762,9 @@ def _markdown_table(table, methods, columns, seeds):
         cells = []
         for key, _, _ in columns:
             text = _cell(table[method][key], key, seeds)
-            cells.append(f"**{text}**" if round(table[method][key]["mean"], 4) == best[key] else text)
+            cells.append(
+                f"**{text}**" if round(table[method][key]["mean"], 4) == best[key] else text
+            )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -744,12 +798,14 @@ def _report_markdown(results, figures):
         f"- data: {config['data']} ({config['n_train']} training / {config['n_test']} test rows)",
         f"- seeds: {', '.join(str(s) for s in range(seeds))} (networks; split, corruptions and "
         "OOD set use seed 0)",
-        "- versions: " + ", ".join(f"{k} {env[k]}" for k in ("simplexens", "torch",
-                                                              "scikit-learn", "skorch", "numpy")),
+        "- versions: "
+        + ", ".join(
+            f"{k} {env[k]}" for k in ("simplexens", "torch", "scikit-learn", "skorch", "numpy")
+        ),
         f"- Python {env['python']} on {env['platform']}, {env['cores']} cores "
         f"(torch threads: {env['torch_threads']})",
         f"- total time: {results['total_seconds']:.1f} s",
-    ]  # fmt: skip
+    ]
     cells = "mean ± sd over seeds" if seeds > 1 else "one seed"
     sections = [
         "\n".join(header),
@@ -773,8 +829,10 @@ def _ood_text(config):
     if config.get("kind") == "image":
         return "OOD set: uniform-noise images of the test images' shape, as many as test rows."
     if config.get("kind") == "tabular":
-        return ("OOD set: Gaussian points N(0, 25 I) in the standardised feature space, as many "
-                "as test rows.")  # fmt: skip
+        return (
+            "OOD set: Gaussian points N(0, 25 I) in the standardised feature space, as many "
+            "as test rows."
+        )
     return ""
 
 
@@ -786,18 +844,19 @@ def _figure(n_panels=1, size=(5, 4)):
 
 
 def _plot_reliability(path, reliability, y):
+    from matplotlib.figure import Figure
+
     from .inspection import ReliabilityDisplay
 
     n = len(reliability)
     cols = min(4, n)
     rows = -(-n // cols)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4 * cols, 4.8 * rows), layout="constrained")
+    # No constrained layout: the Display carves its histogram out of each axes itself.
+    fig = Figure(figsize=(4 * cols, 5 * rows))
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.97, bottom=0.06, wspace=0.3, hspace=0.35)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (method, (proba, classes)) in zip(axes, reliability.items()):
+    for ax, (method, (proba, classes)) in zip(axes[:n], reliability.items(), strict=True):
         ReliabilityDisplay.from_predictions(y, proba, labels=classes, name=method, ax=ax)
-        ax.set_title(method)
     for ax in axes[n:]:
         ax.set_axis_off()
     fig.savefig(path, dpi=80)
@@ -823,10 +882,13 @@ def _plot_cost(path, table, methods):
     for method in methods:
         x, y = table[method]["epochs_spent"]["mean"], table[method]["nll"]
         ax.errorbar(x, y["mean"], yerr=y["sd"], marker="o", capsize=2, label=method)
-        ax.annotate(method, (x, y["mean"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize="small")  # fmt: skip
-    ax.set(xlabel="epochs_spent_ (passes over the training data)",
-           ylabel="clean test NLL (lower is better)")  # fmt: skip
+        ax.annotate(
+            method, (x, y["mean"]), textcoords="offset points", xytext=(4, 4), fontsize="small"
+        )
+    ax.set(
+        xlabel="epochs_spent_ (passes over the training data)",
+        ylabel="clean test NLL (lower is better)",
+    )
     fig.savefig(path, dpi=80)
 
 
