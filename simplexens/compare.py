@@ -64,6 +64,7 @@ from . import (
     SWAGClassifier,
 )
 from . import __version__ as _version
+from .backends.skorch import cosine_schedule
 from .datasets import (
     IMAGE_CORRUPTIONS,
     MLP,
@@ -325,9 +326,7 @@ def load_data(data, target=None, *, budget=DEFAULT_BUDGET):
 
 
 def _cosine(epochs):
-    from skorch.callbacks import LRScheduler  # skorch is a dependency of the estimators
-
-    return [LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs)]
+    return cosine_schedule(epochs)
 
 
 def _common(data, budget, seed):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import torch
-from skorch.callbacks import LRScheduler
 
 from .._params import Options
 from ..backends.batchnorm import batchnorm_layers
 from ..backends.parallel import private_rng, run_members
-from ..backends.skorch import PHASE_SCHEDULES, Phase, check_callbacks, fit_member
+from ..backends.skorch import (
+    PHASE_SCHEDULES,
+    Phase,
+    check_callbacks,
+    fit_member,
+    is_lr_scheduler,
+)
 from ..geometry.simplex import simplex_points
 
 
@@ -46,17 +51,13 @@ def check_phase_callbacks(estimator, name: str) -> None:
         check_callbacks(callbacks, estimator.train_split)
     except TypeError as exc:
         raise TypeError(f"{name}_callbacks: {exc}") from exc
-    schedulers = [c for c in callbacks or () if isinstance(_callback(c), LRScheduler)]
+    schedulers = [c for c in callbacks or () if is_lr_scheduler(c)]
     if schedulers and getattr(estimator, f"{name}_schedule") != "constant":
         raise ValueError(
             f"{name}_callbacks holds a learning-rate scheduler, but {name}_schedule="
             f"{getattr(estimator, f'{name}_schedule')!r} sets the rate at every step and would "
             f"override it; pass {name}_schedule='constant' to let the scheduler set it."
         )
-
-
-def _callback(item):
-    return item[1] if isinstance(item, tuple) else item
 
 
 class ConnectingMixin:

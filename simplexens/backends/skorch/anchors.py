@@ -137,7 +137,7 @@ class AnchorPhases:
         callbacks = self.callbacks
         if callbacks is None:
             user = net_kwargs.get("callbacks") or []
-            callbacks = [c for c in user if not isinstance(_callback(c), LRScheduler)]
+            callbacks = [c for c in user if not is_lr_scheduler(c)]
         return {**net_kwargs, "lr": self.lr, "max_epochs": self.epochs, "callbacks": callbacks}
 
     def rates(self, name: str) -> tuple:
@@ -149,6 +149,18 @@ class AnchorPhases:
 
 def _callback(item):
     return item[1] if isinstance(item, tuple) else item
+
+
+def is_lr_scheduler(item) -> bool:
+    """Whether a callback (or a ``(name, callback)`` pair) is skorch's ``LRScheduler``."""
+    return isinstance(_callback(item), LRScheduler)
+
+
+def cosine_schedule(epochs: int) -> list:
+    """A cosine learning-rate schedule over ``epochs`` epochs, as a skorch callbacks list
+    (``LRScheduler`` with ``CosineAnnealingLR``, ``T_max=epochs``): the modes' schedule of the
+    papers, ending at a low rate."""
+    return [LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs)]
 
 
 def train_anchors(
