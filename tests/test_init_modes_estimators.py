@@ -233,6 +233,7 @@ def swag(data, ensemble):
         swa_lr=0.05,
         max_rank=5,
         n_predict_samples=3,
+        collect_every=None,  # once per epoch: the count of collections is the SWA epochs
         **TRAINING,
     ).fit(*data)
 

@@ -404,3 +404,17 @@ def test_stats_on_cpu_while_training_on_cuda(small_digits):
     assert record["stats_device"] == torch.device("cpu")
     assert on_cpu.members_.device.type == "cuda"
     assert_allclose(on_cpu.predict_proba(X), on_gpu.predict_proba(X), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("max_rank", "expected"), [(4, 4), (3, 3), (50, 20)])
+def test_auto_collects_about_max_rank_snapshots_over_the_swa_phase(
+    small_digits, max_rank, expected
+):
+    # 300 rows in batches of 32: 10 steps per epoch, 20 in the 2-epoch SWA phase; "auto"
+    # collects every max(1, 20 // max_rank) steps: 20 // 5 = 4, 20 // 6 = 3, 20 // 1 = 20.
+    X, y = small_digits
+    clf = SWAGClassifier(
+        MLP, swa_start=1, max_epochs=3, max_rank=max_rank, batch_size=32,
+        n_predict_samples=2, random_state=0,
+    ).fit(X, y)  # fmt: skip
+    assert clf.swag_moments_[0].n_collected == expected
