@@ -74,7 +74,15 @@ from .datasets import (
     make_shapes,
     make_spirals,
 )
-from .metrics import brier_score, expected_calibration_error, nll, ood_scores, uncertainty_scores
+from .metrics import (
+    adaptive_ece,
+    brier_score,
+    expected_calibration_error,
+    nll,
+    ood_scores,
+    risk_coverage,
+    uncertainty_scores,
+)
 
 __all__ = ["CONTROL", "DATASETS", "DEFAULT_METHODS", "METHODS", "compare", "parse_methods"]
 
@@ -469,6 +477,8 @@ def _scores(y, proba, classes):
         "nll": nll(y, proba, labels=classes),
         "brier": brier_score(y, proba, labels=classes),
         "ece": expected_calibration_error(y, proba, labels=classes),
+        "adaptive_ece": adaptive_ece(y, proba, labels=classes),
+        "aurc": risk_coverage(y, proba, labels=classes)["aurc"],
     }
 
 
@@ -491,7 +501,7 @@ def _evaluate(model, data, kinds, sets):
     ood = {
         score: ood_scores(
             uncertainty_scores(parts["clean"], score), uncertainty_scores(parts["ood"], score)
-        )["auroc"]
+        )
         for score in _OOD_SCORES
     }
     return {"clean": _scores(y, clean, classes), "shift": shift, "ood": ood}, clean
@@ -507,8 +517,9 @@ def _row(method, seed, evaluation, epochs, seconds, kinds):
         for severity, value in zip(_SEVERITIES, by_severity, strict=True):
             record[f"shift_{metric}_{severity}"] = float(value)
         record[f"shift_{metric}_mean"] = float(by_severity.mean())
-    for score, auroc in evaluation["ood"].items():
-        record[f"ood_auroc_{score}"] = auroc
+    for score, detection in evaluation["ood"].items():
+        for name in ("auroc", "aupr", "fpr_at_95_tpr"):
+            record[f"ood_{name}_{score}"] = float(detection[name])
     record["shift_by_kind"] = shift
     return record
 
@@ -664,10 +675,20 @@ CLEAN_COLUMNS = (
     ("nll", "NLL", False),
     ("brier", "Brier", False),
     ("ece", "ECE", False),
+    ("adaptive_ece", "adaptive ECE", False),
+    ("aurc", "AURC", False),
     ("epochs_spent", "epochs_spent_", False),
     ("fit_seconds", "fit s", False),
 )
 OOD_COLUMNS = tuple((f"ood_auroc_{s}", f"AUROC {s}", True) for s in _OOD_SCORES)
+OOD_DETAIL_COLUMNS = tuple(
+    column
+    for s in _OOD_SCORES
+    for column in (
+        (f"ood_aupr_{s}", f"AUPR {s}", True),
+        (f"ood_fpr_at_95_tpr_{s}", f"FPR@95 {s}", False),
+    )
+)
 
 
 def _shift_columns(metric):
@@ -816,7 +837,10 @@ def _report_markdown(results, figures):
         "## Accuracy under dataset shift (mean over corruption kinds)\n\n"
         + _markdown_table(table, methods, _shift_columns("accuracy"), seeds),
         f"## Out-of-distribution detection\n\n{_ood_text(config)}\n\n"
-        + _markdown_table(table, methods, OOD_COLUMNS, seeds),
+        + _markdown_table(table, methods, OOD_COLUMNS, seeds)
+        + "\n\nAUPR (OOD the positive class) and the false-positive rate on in-distribution "
+        "inputs when 95% of the OOD inputs are flagged:\n\n"
+        + _markdown_table(table, methods, OOD_DETAIL_COLUMNS, seeds),
         "## Verdicts\n\nWithin seed noise means |difference| < the pooled sd over seeds.\n\n"
         + "\n".join(f"- {line}" for line in results["verdicts"]),
         "## Figures\n\n" + "\n".join(f"![{name}]({name})" for name in figures),

@@ -73,7 +73,8 @@ def test_compare_digits_writes_a_parseable_report(tmp_path):
         "curve",
     }
     tables = _tables((tmp_path / "report.md").read_text())
-    assert len(tables) == 4  # clean, NLL under shift, accuracy under shift, OOD
+    # clean, NLL under shift, accuracy under shift, OOD AUROC, OOD AUPR and FPR at 95% TPR
+    assert len(tables) == 5
     for header, rows in tables:
         assert all(h.endswith(("↑", "↓")) for h in header[1:]), header
         assert [row[0] for row in rows] == methods
@@ -85,6 +86,12 @@ def test_compare_digits_writes_a_parseable_report(tmp_path):
     nll = [_number(row[clean_header.index("NLL ↓")]) for row in clean_rows]
     expected = [results["table"][m]["nll"]["mean"] for m in methods]
     np.testing.assert_allclose(nll, expected, atol=5e-5)
+    aurc = [_number(row[clean_header.index("AURC ↓")]) for row in clean_rows]
+    np.testing.assert_allclose(
+        aurc, [results["table"][m]["aurc"]["mean"] for m in methods], atol=5e-5
+    )
+    ood_header, _ = tables[4]
+    assert "FPR@95 mutual_information ↓" in ood_header
     # The budgets of the protocol: grown methods spend what the control spends.
     epochs = {m: results["table"][m]["epochs_spent"]["mean"] for m in methods}
     assert epochs["espro"] == epochs["swag"] == epochs["spro"] == epochs[CONTROL]
