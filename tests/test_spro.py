@@ -381,3 +381,15 @@ def test_dimension_probe_checks_its_labels(data, fitted, y, match):
     y = {"unknown": labels + 10, "short": labels[:-1]}.get(y, y)
     with pytest.raises(ValueError, match=match):
         fitted.dimension_probe(X, y)
+
+
+def test_exploding_connectors_raise_a_divergence_error(data, ensemble):
+    # A connector driven to inf or NaN makes the complex's volumes non-finite; sampling
+    # carries on and the divergence check names the phase and the rate to lower.
+    from simplexens.exceptions import DivergenceError
+
+    clf = spro(init_modes=ensemble[0], n_modes=2, connector_lr=1e6, epochs_per_connector=3)
+    with pytest.raises(DivergenceError, match=r"connector 1.*connector_lr \(now 1000000\.0\)"):
+        clf.fit(*data)
+    with pytest.raises(NotFittedError):
+        clf.predict(data[0])

@@ -306,7 +306,7 @@ class ComplexSampler:
         self.weighting = weighting
 
     def __call__(self, m: int, module: AnchorModule) -> torch.Tensor:
-        log_volumes = module.keep_step_volumes().detach()
+        log_volumes = _samplable(module.keep_step_volumes().detach())
         weights, _ = sample_complex(
             m,
             module.complex,
@@ -318,6 +318,15 @@ class ComplexSampler:
             check=False,
         )
         return weights
+
+
+def _samplable(log_volumes: torch.Tensor) -> torch.Tensor:
+    """Log-volumes that a training step can always sample from, without waiting for the
+    device: NaN or +inf (a diverging connector) count as equal volumes, and a complex whose
+    every simplex is degenerate is sampled with equal weights. The step's loss is then not
+    finite, and the divergence check ends training with a clear error at the epoch's end."""
+    finite = log_volumes.nan_to_num(nan=0.0, posinf=0.0)
+    return torch.where(torch.isneginf(finite).all(), torch.zeros_like(finite), finite)
 
 
 class CurveSampler:
