@@ -9,6 +9,7 @@ from ..backends.batchnorm import batchnorm_layers
 from ..backends.parallel import private_rng, run_members
 from ..backends.skorch import (
     PHASE_SCHEDULES,
+    AnchorPhases,
     Phase,
     check_callbacks,
     fit_member,
@@ -35,6 +36,28 @@ def anchor_members(anchors: dict, weights: torch.Tensor, buffers: dict) -> list[
     """
     points = simplex_points(anchors, weights)
     return [{**{n: p[i] for n, p in points.items()}, **buffers} for i in range(len(weights))]
+
+
+def phase_lr(estimator, name: str) -> float:
+    """The peak rate of an anchor phase: ``{name}_lr``, or ``2 * lr`` when it is None (a
+    vertex, connector or bend started away from low loss needs a rate above the mode's end
+    rate to return to it; ``benchmarks/README.md``)."""
+    rate = getattr(estimator, f"{name}_lr")
+    return 2 * estimator.lr if rate is None else rate
+
+
+def anchor_phases(estimator, name: str, epochs: int, init_scale=0.0, volume_lambda=0.0):
+    """The :class:`AnchorPhases` of an estimator's ``{name}`` phases (``vertex``,
+    ``connector``, ``curve``), from its ``{name}_*`` parameters."""
+    return AnchorPhases(
+        n_train_samples=estimator.n_train_samples,
+        volume_lambda=float(volume_lambda),
+        epochs=epochs,
+        lr=phase_lr(estimator, name),
+        init_scale=float(init_scale),
+        schedule=getattr(estimator, f"{name}_schedule"),
+        callbacks=getattr(estimator, f"{name}_callbacks"),
+    )
 
 
 def phase_constraints(name: str) -> dict:

@@ -13,9 +13,16 @@ from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
 from .._params import Boolean, Integer, Options, Real
 from ..backends.parallel import member_seeds
-from ..backends.skorch import AnchorPhases, fit_curve
+from ..backends.skorch import fit_curve
 from ..geometry.curves import CURVES, curve_coefficients
-from ._anchors import ConnectingMixin, anchor_members, check_phase_callbacks, phase_constraints
+from ._anchors import (
+    ConnectingMixin,
+    anchor_members,
+    anchor_phases,
+    check_phase_callbacks,
+    phase_constraints,
+    phase_lr,
+)
 
 
 @fill_doc
@@ -149,25 +156,14 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
         return modes + self.curve_epochs
 
     def _divergence_advice(self):
-        curve_lr = self._curve_lr()
+        curve_lr = phase_lr(self, "curve")
         return f"Try a lower lr (now {self.lr}) or curve_lr (now {curve_lr})."
-
-    def _curve_lr(self):
-        return 2 * self.lr if self.curve_lr is None else self.curve_lr
 
     def _fit_members(self, spec, data, rng):
         *seeds, seed = member_seeds(rng, 3)
         modes, epochs = self._train_modes(spec, data, seeds)
         self._check_connectable(spec, modes)
-        phases = AnchorPhases(
-            n_train_samples=self.n_train_samples,
-            volume_lambda=0.0,
-            epochs=self.curve_epochs,
-            lr=self._curve_lr(),
-            init_scale=0.0,
-            schedule=self.curve_schedule,
-            callbacks=self.curve_callbacks,
-        )
+        phases = anchor_phases(self, "curve", self.curve_epochs)
         result = fit_curve(
             spec, self._net_kwargs(data), modes, self.curve, self.n_bends, phases,
             data.X, data.y, seed, self._stage(data),

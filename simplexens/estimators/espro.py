@@ -13,8 +13,14 @@ from .._base import BaseEnsembleClassifier, FitResult, store_parameters
 from .._docs import fill_doc
 from .._params import Boolean, Integer, Real
 from ..backends.parallel import member_seeds, run_members
-from ..backends.skorch import AnchorPhases, fit_simplex
-from ._anchors import anchor_members, check_phase_callbacks, phase_constraints
+from ..backends.skorch import fit_simplex
+from ._anchors import (
+    anchor_members,
+    anchor_phases,
+    check_phase_callbacks,
+    phase_constraints,
+    phase_lr,
+)
 
 
 @fill_doc
@@ -178,24 +184,15 @@ class ESPROClassifier(BaseEnsembleClassifier):
         return self.n_modes * (mode + (self.n_vertices - 1) * self.epochs_per_vertex)
 
     def _divergence_advice(self):
-        vertex_lr = self._vertex_lr()
+        vertex_lr = phase_lr(self, "vertex")
         return (
             f"Try a lower lr (now {self.lr}), vertex_lr (now {vertex_lr}), volume_lambda "
             f"(now {self.volume_lambda}) or vertex_init_scale (now {self.vertex_init_scale})."
         )
 
-    def _vertex_lr(self):
-        return 2 * self.lr if self.vertex_lr is None else self.vertex_lr
-
     def _fit_members(self, spec, data, rng):
-        phases = AnchorPhases(
-            n_train_samples=self.n_train_samples,
-            volume_lambda=float(self.volume_lambda),
-            epochs=self.epochs_per_vertex,
-            lr=self._vertex_lr(),
-            init_scale=float(self.vertex_init_scale),
-            schedule=self.vertex_schedule,
-            callbacks=self.vertex_callbacks,
+        phases = anchor_phases(
+            self, "vertex", self.epochs_per_vertex, self.vertex_init_scale, self.volume_lambda
         )
         kwargs = self._net_kwargs(data)
         seeds = member_seeds(rng, self.n_modes)

@@ -22,9 +22,16 @@ from ..backends.batching import batch_size_for, batch_slices
 from ..backends.batchnorm import recalibrate_batchnorm
 from ..backends.functional import ParameterStack
 from ..backends.parallel import member_seeds
-from ..backends.skorch import AnchorPhases, fit_complex
+from ..backends.skorch import fit_complex
 from ..geometry.complex import WEIGHTINGS, connector_complex, sample_complex
-from ._anchors import ConnectingMixin, anchor_members, check_phase_callbacks, phase_constraints
+from ._anchors import (
+    ConnectingMixin,
+    anchor_members,
+    anchor_phases,
+    check_phase_callbacks,
+    phase_constraints,
+    phase_lr,
+)
 
 
 @fill_doc
@@ -188,28 +195,23 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         return modes + self.n_connectors * self.epochs_per_connector
 
     def _divergence_advice(self):
-        connector_lr = self._connector_lr()
+        connector_lr = phase_lr(self, "connector")
         return (
             f"Try a lower lr (now {self.lr}), connector_lr (now {connector_lr}), volume_lambda "
             f"(now {self.volume_lambda}) or connector_init_scale (now "
             f"{self.connector_init_scale})."
         )
 
-    def _connector_lr(self):
-        return 2 * self.lr if self.connector_lr is None else self.connector_lr
-
     def _fit_members(self, spec, data, rng):
         *seeds, seed = member_seeds(rng, self.n_modes + 1)
         modes, epochs = self._train_modes(spec, data, seeds)
         self._check_connectable(spec, modes)
-        phases = AnchorPhases(
-            n_train_samples=self.n_train_samples,
-            volume_lambda=float(self.volume_lambda),
-            epochs=self.epochs_per_connector,
-            lr=self._connector_lr(),
-            init_scale=float(self.connector_init_scale),
-            schedule=self.connector_schedule,
-            callbacks=self.connector_callbacks,
+        phases = anchor_phases(
+            self,
+            "connector",
+            self.epochs_per_connector,
+            self.connector_init_scale,
+            self.volume_lambda,
         )
         kwargs = self._net_kwargs(data)
         result = fit_complex(
