@@ -33,6 +33,7 @@ from .nets import (
     default_phase,
     fixed_split,
     make_net,
+    training_batches,
 )
 from .trainers import (
     CyclicRate,
@@ -42,7 +43,6 @@ from .trainers import (
     fit_fge,
     fit_member,
     fit_swag,
-    training_batches,
 )
 
 __all__ = [

@@ -22,7 +22,7 @@ from ..functional import module_tensors
 from ..modules import ModuleSpec
 from ..parallel import private_rng
 from ..simplex import AnchorModule, ComplexSampler, CurveSampler, initial_vertex, simplex_module
-from .nets import MemberNet, Phase, default_phase, make_net
+from .nets import MemberNet, Phase, default_phase, make_net, training_batches
 
 #: Schedules of the learning rate within an anchor phase.
 PHASE_SCHEDULES = ("cosine", "constant")
@@ -89,8 +89,7 @@ class PhaseRate(Callback):
         return self
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        dataset, _ = net.get_split_datasets(X, y)
-        self.total_ = max(1, net.max_epochs * len(net.get_iterator(dataset, training=True)))
+        self.total_ = max(1, net.max_epochs * training_batches(net, X, y))
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training or self.schedule != "cosine":

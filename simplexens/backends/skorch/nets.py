@@ -475,5 +475,11 @@ def _reporting(phase: Phase, kwargs: dict) -> list:
     return [("simplexens_progress", report)]
 
 
+def training_batches(net, X, y) -> int:
+    """Number of training steps per epoch of an initialised net on (X, y)."""
+    dataset, _ = net.get_split_datasets(X, y)
+    return len(net.get_iterator(dataset, training=True))
+
+
 def _constant(value, *args):
     return value

@@ -19,7 +19,7 @@ from ..parallel import private_rng
 from ..schedules import CyclicSchedule
 from ..swag import SWAGMoments
 from .anchors import load_tensors, start_mode
-from .nets import MemberResult, Phase, cpu_tensors, default_phase, make_net
+from .nets import MemberResult, Phase, cpu_tensors, default_phase, make_net, training_batches
 
 
 def fit_member(
@@ -142,12 +142,6 @@ class SWACollector(Callback):
     def on_train_end(self, net, **kwargs):
         if self.at_least_once and self.moments.n_collected == 0 and self._in_swa_phase(net):
             self.moments.collect(dict(net.module_.named_parameters()))
-
-
-def training_batches(net, X, y) -> int:
-    """Number of training steps per epoch of an initialised net on (X, y)."""
-    dataset, _ = net.get_split_datasets(X, y)
-    return len(net.get_iterator(dataset, training=True))
 
 
 @dataclass
