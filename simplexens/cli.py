@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    from .compare import DATASETS, DEFAULT_METHODS, METHODS
+    from .compare import DATASETS, DEFAULT_METHODS, METHODS, OOD_SETS
 
     parser = _Parser(
         prog="simplexens",
@@ -52,6 +52,13 @@ def _parser():
         help=f"{', '.join(DATASETS)}, or a .csv or .npz file (default: digits)",
     )
     cmp.add_argument("--target", help="the target column of a CSV file")
+    cmp.add_argument(
+        "--ood",
+        choices=OOD_SETS,
+        default="noise",
+        help="the out-of-distribution set: noise inputs, or held-out classes (the top fifth "
+        "of the sorted classes, never trained on; for digits 8 and 9) (default: noise)",
+    )
     cmp.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
@@ -105,6 +112,7 @@ def _compare_with(compare, args, params):
         out=args.out,
         quick=args.quick,
         target=args.target,
+        ood=args.ood,
         verbose=args.verbose,
         params=params,
     )

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from simplexens.cli import main
-from simplexens.compare import CONTROL, FIGURES, _judge, compare
+from simplexens.compare import CONTROL, FIGURES, compare
+from simplexens.compare._report import judge as _judge
 
 
 def _tables(markdown):
@@ -168,6 +169,8 @@ BAD_INPUT = {
     ),
     "bad option value": (lambda d: ["--seeds", "two"], "--seeds"),
     "unknown parameter": (lambda d: ["--set", "espro.no_such=1"], "no_such"),
+    "unknown ood set": (lambda d: ["--ood", "far"], "--ood"),
+    "held-out classes of two": (lambda d: ["--data", "spirals", "--ood", "classes"], "3"),
 }
 
 
@@ -207,3 +210,23 @@ def test_user_csv_and_npz(tmp_path):
     out = tmp_path / "npz"
     assert main([*args, "--data", str(tmp_path / "data.npz"), "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["config"]["kind"] == "image"
+
+
+def test_held_out_classes_are_the_ood_set(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from simplexens.compare._data import load_data
+
+    data = load_data("digits", ood="classes")
+    assert data.held_out == (8, 9)
+    assert not np.isin(data.y_train, [8, 9]).any()
+    assert not np.isin(data.y_test, [8, 9]).any()
+    _, y = load_digits(return_X_y=True)
+    # every held-out row, none lost and none duplicated: 75/25 of the rest, all of 8 and 9
+    assert len(data.X_ood) == np.isin(y, [8, 9]).sum()
+    assert len(data.y_train) + len(data.y_test) == (~np.isin(y, [8, 9])).sum()
+    args = ["compare", "--quick", "--verbose", "0", "--methods", "single", "--ood", "classes"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["held_out"] == [8, 9]
+    assert "held-out classes (8, 9)" in (tmp_path / "report.md").read_text()
