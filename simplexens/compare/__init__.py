@@ -14,9 +14,9 @@ The protocol (the same for every data set):
   control, always reported): ``K`` networks of ``E + X`` epochs each, the cosine spread over
   the whole ``E + X``: a deep ensemble given the same extra low-rate epochs as the methods
   that grow from its modes.
-- ``espro`` (2 vertices of ``X / 2`` epochs per mode), ``swag`` (MultiSWAG: an SWA phase of
-  ``X`` epochs per mode at a constant ``swa_lr``, about ``max_rank`` = 20 snapshots spread over
-  it) and ``spro`` (2 connectors of ``K X / 2`` epochs each) grow from the ``K`` modes of the
+- ``espro`` (2 vertices of ``X / 2`` epochs per mode, at twice ``lr``, started half a
+  mode-norm away), ``swag`` (MultiSWAG: an SWA phase of ``X`` epochs per mode at a constant
+  ``swa_lr``, about ``max_rank`` = 20 snapshots spread over it) and ``spro`` (2 connectors of ``K X / 2`` epochs each) grow from the ``K`` modes of the
   deep ensemble (``init_modes``): their ``epochs_spent_`` add the modes' ``K E`` and equal the
   control's ``K (E + X)``. ``curve`` (a Bezier curve, ``K X`` epochs) joins the first two modes
   and counts their ``2 E``. ``fge`` runs ``n_snapshots`` cycles from the single network and

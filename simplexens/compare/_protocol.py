@@ -157,7 +157,9 @@ def _espro(data, budget, fitted, common):
         n_modes=budget.n_modes,
         n_vertices=3,
         epochs_per_vertex=max(1, budget.extra_epochs // 2),
-        vertex_lr=budget.lr,
+        # A short vertex phase: vertices start half a mode-norm away (the estimator's default
+        # is a full one, for 20 epochs per vertex), at the default rate 2 lr.
+        vertex_init_scale=0.5,
         init_modes=fitted["deep_ensemble"],
         **common,
     )

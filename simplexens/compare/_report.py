@@ -139,7 +139,8 @@ def _descriptions(config):
         "deep_ensemble": f"{K} networks of {E} epochs each (cosine)",
         CONTROL: f"control: {K} networks of {E + X} epochs each, the cosine over all {E + X}",
         "espro": f"ESPRO: a 3-vertex simplex from each of the {K} modes, {X // 2 or 1} "
-        f"epochs per vertex, {b.n_predict_samples} points per simplex",
+        f"epochs per vertex (rate 2 lr, vertices started 0.5 mode-norms away), "
+        f"{b.n_predict_samples} points per simplex",
         "swag": f"MultiSWAG from the {K} modes: {X} SWA epochs each at lr {b.swa_lr}, about "
         f"{b.max_rank} snapshots, {b.n_predict_samples} samples per run",
         "spro": f"SPRO: the {K} modes joined by 2 connectors of {K * X // 2 or 1} epochs each",

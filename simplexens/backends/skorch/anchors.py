@@ -22,7 +22,7 @@ from ..functional import module_tensors
 from ..modules import ModuleSpec
 from ..parallel import private_rng
 from ..simplex import AnchorModule, ComplexSampler, CurveSampler, initial_vertex, simplex_module
-from .nets import MemberNet, Phase, default_phase, make_net, training_batches
+from .nets import MemberNet, Phase, default_phase, make_net, on_member_device, training_batches
 
 #: Schedules of the learning rate within an anchor phase.
 PHASE_SCHEDULES = ("cosine", "constant")
@@ -317,8 +317,9 @@ def fit_simplex(
     AnchorResult
     """
     X = np.require(X, requirements="W")
-    device = torch.device(net_kwargs.get("device", "cpu"))
     phase = phase or default_phase(net_kwargs)
+    net_kwargs = on_member_device(net_kwargs, phase)
+    device = torch.device(net_kwargs["device"])
     with private_rng(seed, device):
         mode, epochs = start_mode(spec, net_kwargs, X, y, seed, phase.but("mode"), init)
         # Before the anchor modules freeze the mode's parameters for autograd.
@@ -373,8 +374,9 @@ def fit_complex(
         ``log_volumes[j]`` holds log V of each simplex after connector ``j + 1``.
     """
     X = np.require(X, requirements="W")
-    device = torch.device(net_kwargs.get("device", "cpu"))
     phase = phase or default_phase(net_kwargs)
+    net_kwargs = on_member_device(net_kwargs, phase)
+    device = torch.device(net_kwargs["device"])
     with private_rng(seed, device):
         template, _ = start_mode(spec, net_kwargs, X, y, seed, phase, modes[0])
         names, buffers = list(trainable_parameters(template)), fixed_tensors(template)
@@ -422,8 +424,9 @@ def fit_curve(
         ``anchors`` of shape (n_bends, *shape): the endpoints first and last.
     """
     X = np.require(X, requirements="W")
-    device = torch.device(net_kwargs.get("device", "cpu"))
     phase = phase or default_phase(net_kwargs)
+    net_kwargs = on_member_device(net_kwargs, phase)
+    device = torch.device(net_kwargs["device"])
     with private_rng(seed, device):
         template, _ = start_mode(spec, net_kwargs, X, y, seed, phase, modes[0])
         names, buffers = list(trainable_parameters(template)), fixed_tensors(template)

@@ -25,6 +25,7 @@ from skorch.dataset import Dataset, ValidSplit
 from torch.utils.data import Subset
 
 from ...exceptions import DivergenceError
+from ..devices import resolve_member_device
 from ..functional import module_tensors
 from ..progress import Progress
 
@@ -228,6 +229,19 @@ class Phase:
 def default_phase(net_kwargs: dict) -> Phase:
     """The phase of a net trained outside an estimator (tests, direct use)."""
     return Phase("NeuralNet", 0, 1, "training", (("lr", net_kwargs.get("lr")),))
+
+
+def on_member_device(net_kwargs: dict, phase: Phase | None) -> dict:
+    """``net_kwargs`` with the device that this process trains ``phase``'s member on.
+
+    Every trainer calls it first, in the worker that runs it, so that ``device="cuda"``
+    becomes the worker's GPU, or one chosen by the member's index
+    (:func:`~simplexens.backends.devices.resolve_member_device`); everything the trainer
+    builds (nets, generators, anchors) then uses that device.
+    """
+    member = 0 if phase is None else phase.member
+    device = resolve_member_device(net_kwargs.get("device", "cpu"), member)
+    return {**net_kwargs, "device": device}
 
 
 class FiniteLoss(Callback):

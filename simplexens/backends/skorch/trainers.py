@@ -19,7 +19,15 @@ from ..parallel import private_rng
 from ..schedules import CyclicSchedule
 from ..swag import SWAGMoments
 from .anchors import load_tensors, start_mode
-from .nets import MemberResult, Phase, cpu_tensors, default_phase, make_net, training_batches
+from .nets import (
+    MemberResult,
+    Phase,
+    cpu_tensors,
+    default_phase,
+    make_net,
+    on_member_device,
+    training_batches,
+)
 
 
 def fit_member(
@@ -54,7 +62,8 @@ def fit_member(
     # joblib hands large arrays to worker processes as read-only memory maps, which torch
     # cannot wrap; one private copy per worker.
     X = np.require(X, requirements="W")
-    with private_rng(seed, net_kwargs.get("device", "cpu")):
+    net_kwargs = on_member_device(net_kwargs, phase)
+    with private_rng(seed, net_kwargs["device"]):
         net = make_net(spec.build(), net_kwargs, seed, phase=phase)
         net.fit(X, y)
     return MemberResult(cpu_tensors(net.module_), len(net.history))
@@ -174,7 +183,8 @@ def fit_fge(
     """
     X = np.require(X, requirements="W")
     phase = phase or default_phase(net_kwargs)
-    with private_rng(seed, net_kwargs.get("device", "cpu")):
+    net_kwargs = on_member_device(net_kwargs, phase)
+    with private_rng(seed, net_kwargs["device"]):
         pretrained, epochs = start_mode(
             spec, net_kwargs, X, y, seed, phase.but("pretraining"), init
         )
@@ -242,6 +252,7 @@ def fit_swag(
     the weights collected so far make the moments.
     """
     X = np.require(X, requirements="W")
+    net_kwargs = on_member_device(net_kwargs, phase)
     moments = SWAGMoments(
         swa["max_rank"],
         device=swa["stats_device"],
@@ -256,7 +267,7 @@ def fit_swag(
         phase.but("before SWA"),
         phase.but("SWA", (("swa_lr", swa["swa_lr"]),)),
     )
-    with private_rng(seed, net_kwargs.get("device", "cpu")):
+    with private_rng(seed, net_kwargs["device"]):
         module, kwargs = spec.build(), net_kwargs
         if init is not None:
             module = load_tensors(module, init)
