@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from ._init_modes import resolve_init_modes
+from ._inputs import CHECK_ROWS, prediction_rows, training_rows
 from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
@@ -32,6 +33,7 @@ from .backends.functional import ParameterStack, module_tensors
 from .backends.modules import ModuleSpec
 from .backends.parallel import private_rng
 from .backends.progress import Progress, progress_bar
+from .backends.rows import is_row_source
 from .backends.skorch import DIVERGENCE_RATIO, Phase, check_callbacks, fixed_split
 from .exceptions import DivergenceError
 
@@ -44,9 +46,6 @@ ROUTED_PREFIXES = (
     "iterator_valid__",
     "callbacks__",
 )
-
-#: Rows of the training data the module is tried on before training.
-CHECK_ROWS = 8
 
 #: Training rows on which the final members' loss is compared with an untrained network's.
 LOSS_ROWS = 256
@@ -252,16 +251,24 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Train the ensemble.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...), sparse matrix, \
+                or torch Dataset
             Training inputs: numpy arrays, pandas frames, lists; N-dimensional inputs such as
             images ``(n, C, H, W)`` are passed to the module as they are. Cast to float32.
-        y : array-like of shape (n_samples,)
-            Labels of any type; ``predict`` returns them as given.
+            A scipy sparse matrix is densified batch by batch. A map-style torch ``Dataset``
+            is read item by item at every epoch, so its transforms (augmentation, reading
+            from disk) run as in any torch loop; its items are ``(x, y)`` pairs, or ``x`` /
+            ``(x, anything)`` when ``y`` is given. Its first rows are checked as arrays are
+            (numeric, finite, one shape).
+        y : array-like of shape (n_samples,), default=None
+            Labels of any type; ``predict`` returns them as given. Required with arrays; with
+            a Dataset, None reads the labels from its items (one pass over it), and a given
+            ``y`` is used instead of them.
 
         Returns
         -------
@@ -283,6 +290,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         A failed or interrupted ``fit`` leaves the estimator unfitted (the state of an
         earlier fit is removed too) and the caller's arrays unmodified.
 
+        With a Dataset, BatchNorm recalibration (of simplex points and SWAG samples) and
+        the divergence check read the training items through the same Dataset, its
+        transforms included. Worker processes (``n_jobs``) receive the Dataset by pickling.
+
         Not supported yet: ``sample_weight``, ``class_weight``, ``partial_fit`` and
         ``warm_start``. Pickling a fitted estimator stores the module's class by reference:
         define it in an importable module, not in ``__main__`` or a notebook cell, to load
@@ -302,7 +313,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 result = self._fit_members(spec, data, rng)
             stack = ParameterStack.from_members(template, result.members, self.device)
             if result.recalibrate:
-                recalibrate_batchnorm(stack, self._batches(data.X[data.rows], stack))
+                recalibrate_batchnorm(stack, self._batches(data.X, data.rows, stack))
             self._check_final_members(stack, data, untrained)
         except BaseException:
             self._forget_fit()
@@ -373,10 +384,11 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     ) -> FitResult:
         """Train the method's members."""
 
-    def _batches(self, X: np.ndarray, stack: ParameterStack):
-        """``X`` in consecutive batches for BatchNorm recalibration, on the stack's device.
+    def _batches(self, X, rows: np.ndarray, stack: ParameterStack):
+        """``X[rows]`` in consecutive batches for BatchNorm recalibration, on the stack's device.
 
-        All rows, in order, sized as prediction sizes them (not by the training batch size):
+        ``X`` is an array or :class:`~simplexens.backends.rows.DatasetRows` (read a batch at
+        a time). All the rows, in order, sized as prediction sizes them (not by the training batch size):
         ``iterator_valid__batch_size`` when set (``-1``: all rows at once), else as many rows
         as ``working_memory`` allows for all members together (:func:`batch_size_for`). With
         BatchNorm layers in the module, no batch has a single row (BatchNorm in training mode
@@ -385,10 +397,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         batches are read.
         """
         size = self._routed("iterator_valid").get("batch_size")
-        step = batch_size_for(stack, X, size, self.working_memory)
+        step = batch_size_for(stack, _Probe(X, rows), size, self.working_memory)
         min_rows = 2 if batchnorm_layers(stack.template) else 1
-        for rows in batch_slices(len(X), step, min_rows):
-            yield torch.tensor(X[rows], device=stack.device)
+        for part in batch_slices(len(rows), step, min_rows):
+            yield torch.tensor(X[rows[part]], device=stack.device)
 
     def _forget_fit(self) -> None:
         params = self.get_params(deep=False)
@@ -396,9 +408,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             delattr(self, name)
 
     def _validate_training_data(self, X, y) -> TrainingData:
-        X, y = validate_data(
-            self, X, y, dtype=np.float32, allow_nd=True, ensure_min_samples=1, y_numeric=False
-        )
+        if is_row_source(X):
+            X, y = training_rows(X, y, type(self).__name__)
+            self.n_features_in_ = X.shape[1]
+        else:
+            X, y = validate_data(
+                self, X, y, dtype=np.float32, allow_nd=True, ensure_min_samples=1, y_numeric=False
+            )
+            # Read-only inputs (memory maps, pandas' copy-on-write arrays) are copied once,
+            # since torch cannot wrap them; the caller's arrays are never written to.
+            X = np.require(X, requirements="W")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
@@ -407,9 +426,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 f"only one class: {encoder.classes_[0]}."
             )
         y_encoded = encoder.transform(y).astype(np.int64)
-        # Read-only inputs (memory maps, pandas' copy-on-write arrays) are copied once, since
-        # torch cannot wrap them; the caller's arrays are never written to.
-        return TrainingData(np.require(X, requirements="W"), y_encoded, encoder.classes_)
+        return TrainingData(X, y_encoded, encoder.classes_)
 
     def _module_recipe(self, data: TrainingData) -> tuple[ModuleSpec, nn.Module]:
         """Resolve the module recipe and check the module against the data.
@@ -492,7 +509,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         ``batch_size`` plays no part. Batching does not change the results.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
+        if is_row_source(X):
+            X = prediction_rows(X, self.input_shape_, type(self).__name__)
+        else:
+            X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
         if X.shape[1:] != self.input_shape_:
             raise ValueError(
                 f"X has rows of shape {X.shape[1:]}, but {type(self).__name__} was fitted on "
@@ -658,7 +678,7 @@ def _member_losses(stack: ParameterStack, data: TrainingData, working_memory=Non
     In batches that keep all members' work within ``working_memory``, as prediction does.
     """
     rows = data.rows[:LOSS_ROWS]
-    step = batch_size_for(stack, data.X[rows], None, working_memory)
+    step = batch_size_for(stack, _Probe(data.X, rows), None, working_memory)
     total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
     for part in batch_slices(len(rows), step):
         X = torch.tensor(data.X[rows[part]], device=stack.device)
@@ -697,3 +717,17 @@ def _check_training_classes(data: TrainingData, rows: np.ndarray, split) -> None
             f"{', '.join(map(str, data.classes[missing]))}; use a stratified split (e.g. "
             "ValidSplit(0.2, stratified=True)) or a smaller validation part."
         )
+
+
+class _Probe:
+    """``X[rows]`` as far as :func:`batch_size_for` reads it (its length and first rows),
+    without reading every row of a Dataset."""
+
+    def __init__(self, X, rows: np.ndarray):
+        self.X, self.rows = X, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.X[self.rows[index]]
