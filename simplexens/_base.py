@@ -143,6 +143,11 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     :meth:`_check_method_params` and train in :meth:`_fit_members`.
     """
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # densified batch by batch
+        return tags
+
     # -- parameters ------------------------------------------------------------------------
 
     def get_params(self, deep=True):
