@@ -392,13 +392,14 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def _batches(self, X, rows: np.ndarray, stack: ParameterStack):
         """``X[rows]`` in consecutive batches for BatchNorm recalibration, on the stack's device.
 
-        ``X`` is an array or :class:`~simplexens.backends.rows.DatasetRows` (read a batch at
-        a time). All the rows, in order, sized as prediction sizes them (not by the training batch size):
-        ``iterator_valid__batch_size`` when set (``-1``: all rows at once), else as many rows
-        as ``working_memory`` allows for all members together (:func:`batch_size_for`). With
-        BatchNorm layers in the module, no batch has a single row (BatchNorm in training mode
-        cannot normalise one value per channel): batches hold at least 2 rows, and a last
-        batch of 1 row is merged into the one before. Lazy: nothing is measured unless the
+        ``X`` is an array or :class:`~simplexens.backends.rows.DatasetRows` (read a batch at a
+        time). All the rows, in order, sized as prediction sizes them (not by the training
+        batch size): ``iterator_valid__batch_size`` when set (``-1``: all rows at once), else
+        as many rows as ``working_memory`` allows for all members together
+        (:func:`batch_size_for`). With BatchNorm layers in the module, no batch has a single
+        row (BatchNorm in training mode cannot normalise one value per channel): batches hold
+        at least 2 rows, and a last batch of 1 row is merged into the one before. Lazy: nothing
+        is measured unless the
         batches are read.
         """
         size = self._routed("iterator_valid").get("batch_size")

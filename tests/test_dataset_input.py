@@ -180,7 +180,7 @@ BAD_FIT = {
         lambda: (Broken(lambda i: (np.array(["a"] * 3), i % 2)), None),
         TypeError,
         "not numeric",
-    ),  # fmt: skip
+    ),
     "ragged x": (
         lambda: (Broken(lambda i: (torch.zeros(3 + (i == 1)), i % 2)), None),
         ValueError,
@@ -191,7 +191,7 @@ BAD_FIT = {
         lambda: (Broken(lambda i: (torch.zeros(3), torch.zeros(2))), None),
         ValueError,
         "scalars",
-    ),  # fmt: skip
+    ),
     "empty": (lambda: (Broken(lambda i: None, n=0), None), ValueError, "empty"),
     "one class": (lambda: (Broken(lambda i: (torch.zeros(3), 0)), None), ValueError, "one class"),
     "iterable dataset": (lambda: (Stream(), None), TypeError, "map-style"),

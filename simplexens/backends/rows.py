@@ -66,12 +66,13 @@ class DatasetRows:
     def __init__(self, source, *, labelled: bool = False):
         if isinstance(source, DatasetRows):
             source = source.source
-        if not sp.issparse(source):
-            if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
-                raise TypeError(
-                    f"a {type(source).__name__} has no len() or item access; only map-style "
-                    "Datasets are supported (wrap an IterableDataset's items in a list)"
-                )
+        if not sp.issparse(source) and not (
+            hasattr(source, "__len__") and hasattr(source, "__getitem__")
+        ):
+            raise TypeError(
+                f"a {type(source).__name__} has no len() or item access; only map-style "
+                "Datasets are supported (wrap an IterableDataset's items in a list)"
+            )
         self.source = source.tocsr() if sp.issparse(source) else source
         self.labelled = labelled
         n = self.source.shape[0] if sp.issparse(self.source) else len(self.source)

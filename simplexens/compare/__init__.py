@@ -14,13 +14,14 @@ The protocol (the same for every data set):
   control, always reported): ``K`` networks of ``E + X`` epochs each, the cosine spread over
   the whole ``E + X``: a deep ensemble given the same extra low-rate epochs as the methods
   that grow from its modes.
-- ``espro`` (2 vertices of ``X / 2`` epochs per mode, at twice ``lr``, started half a
-  mode-norm away), ``swag`` (MultiSWAG: an SWA phase of ``X`` epochs per mode at a constant
-  ``swa_lr``, about ``max_rank`` = 20 snapshots spread over it) and ``spro`` (2 connectors of ``K X / 2`` epochs each) grow from the ``K`` modes of the
-  deep ensemble (``init_modes``): their ``epochs_spent_`` add the modes' ``K E`` and equal the
-  control's ``K (E + X)``. ``curve`` (a Bezier curve, ``K X`` epochs) joins the first two modes
-  and counts their ``2 E``. ``fge`` runs ``n_snapshots`` cycles from the single network and
-  counts its ``E``. Fit seconds include the seconds of the modes a method grew from.
+- ``espro`` (2 vertices of ``X / 2`` epochs per mode, at twice ``lr``, started half a mode-norm
+  away), ``swag`` (MultiSWAG: an SWA phase of ``X`` epochs per mode at a constant ``swa_lr``,
+  about ``max_rank`` = 20 snapshots spread over it) and ``spro`` (2 connectors of ``K X / 2``
+  epochs each) grow from the ``K`` modes of the deep ensemble (``init_modes``): their
+  ``epochs_spent_`` add the modes' ``K E`` and equal the control's ``K (E + X)``. ``curve`` (a
+  Bezier curve, ``K X`` epochs) joins the first two modes and counts their ``2 E``. ``fge``
+  runs ``n_snapshots`` cycles from the single network and counts its ``E``. Fit seconds include
+  the seconds of the modes a method grew from.
 - Evaluation on the clean test set (accuracy, NLL, Brier score, ECE with 15 bins); under
   dataset shift (:func:`simplexens.datasets.corrupt`, every kind valid for the data at
   severities 1-5, the same corrupted sets for every method); and OOD detection: AUROC of the
