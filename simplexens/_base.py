@@ -399,8 +399,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         (:func:`batch_size_for`). With BatchNorm layers in the module, no batch has a single
         row (BatchNorm in training mode cannot normalise one value per channel): batches hold
         at least 2 rows, and a last batch of 1 row is merged into the one before. Lazy: nothing
-        is measured unless the
-        batches are read.
+        is measured unless the batches are read.
         """
         size = self._routed("iterator_valid").get("batch_size")
         step = batch_size_for(stack, _Probe(X, rows), size, self.working_memory)
