@@ -45,7 +45,13 @@ ROUTED_PREFIXES = (
     "iterator_train__",
     "iterator_valid__",
     "callbacks__",
+    "dataset__",
+    "compile__",
 )
+
+#: skorch parameters passed to every member's net as they are when given (as keywords):
+#: the loader classes, the Dataset class that wraps arrays, and ``torch.compile``.
+SKORCH_PASSTHROUGH = ("iterator_train", "iterator_valid", "dataset", "compile")
 
 #: Training rows on which the final members' loss is compared with an untrained network's.
 LOSS_ROWS = 256
@@ -158,7 +164,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def set_params(self, **params):
         """Set parameters, including the routed ``module__*``-style ones."""
-        routed = {k: v for k, v in params.items() if k.startswith(ROUTED_PREFIXES)}
+        routed = {k: v for k, v in params.items() if _is_routed(k)}
         vars(self).update(routed)
         super().set_params(**{k: v for k, v in params.items() if k not in routed})
         return self
@@ -228,7 +234,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         routed = self._routed()
-        check_routed_names(routed, ROUTED_PREFIXES, self._get_param_names())
+        check_routed_names(
+            routed, ROUTED_PREFIXES, self._get_param_names(), exact=SKORCH_PASSTHROUGH
+        )
         check_parameters(self, {**TRAINING_CONSTRAINTS, **self._constraints})
         check_routed_scalars(routed)
         for route in ("iterator_train", "iterator_valid"):
@@ -595,6 +603,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _is_routed(name: str) -> bool:
+    return name.startswith(ROUTED_PREFIXES) or name in SKORCH_PASSTHROUGH
 
 
 def store_parameters(estimator: BaseEnsembleClassifier, arguments: dict) -> None:

@@ -131,18 +131,20 @@ def check_routed_scalars(routed: Mapping) -> None:
                 raise ValueError(f"{name} must be finite, got {value!r}.")
 
 
-def check_routed_names(routed: Mapping, prefixes: tuple, named: list) -> None:
-    """Reject keywords that are neither parameters nor routed, suggesting the closest name."""
-    unknown = [k for k in routed if not k.startswith(prefixes)]
+def check_routed_names(routed: Mapping, prefixes: tuple, named: list, exact: tuple = ()) -> None:
+    """Reject keywords that are neither parameters nor routed (nor one of the ``exact``
+    names), suggesting the closest name."""
+    unknown = [k for k in routed if not k.startswith(prefixes) and k not in exact]
     if not unknown:
         return
     hints = []
     for name in unknown:
-        close = difflib.get_close_matches(name, named, n=1)
+        close = difflib.get_close_matches(name, [*named, *exact], n=1)
         hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    allowed = f"be one of {', '.join(exact)} or " if exact else ""
     raise TypeError(
-        f"unexpected parameter(s) {', '.join(hints)}; extra parameters must start with one "
-        f"of {', '.join(prefixes)}."
+        f"unexpected parameter(s) {', '.join(hints)}; extra parameters must {allowed}start "
+        f"with one of {', '.join(prefixes)}."
     )
 
 
