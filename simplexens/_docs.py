@@ -65,8 +65,16 @@ criterion : type, default=torch.nn.CrossEntropyLoss
     **kwargs
         Routed parameters, as in skorch: ``module__*``, ``optimizer__*`` (e.g.
         ``optimizer__momentum=0.9``), ``criterion__*``, ``iterator_train__*``,
-        ``iterator_valid__*``, ``callbacks__*``. Training data are shuffled every epoch unless
-        ``iterator_train__shuffle=False``."""
+        ``iterator_valid__*``, ``callbacks__*``, ``dataset__*``, ``compile__*``. Training data
+        are shuffled every epoch unless ``iterator_train__shuffle=False``. Also passed to
+        every member's net as in skorch when given: ``iterator_train`` and ``iterator_valid``
+        (the loader classes of training and of the validation split), ``dataset`` (the
+        Dataset class that wraps array inputs for training; per-sample transforms go there
+        or in a torch Dataset given to ``fit``) and ``compile`` (``True``: ``torch.compile``
+        of every training module, in place, with ``compile__*`` as its arguments; this
+        covers ESPRO's, SPRO's and a curve's vmapped anchor modules too, with graph breaks
+        where they check shapes). Prediction, BatchNorm recalibration and SWAG sampling run
+        through the member stack, uncompiled and with their own batches."""
 
 INIT_MODES_PARAMETER = """\
 init_modes : fitted simplexens estimator, list of nn.Module, list of state dicts, or None, \
