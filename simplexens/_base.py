@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from ._init_modes import resolve_init_modes
-from ._inputs import CHECK_ROWS, prediction_rows, training_rows
+from ._inputs import CHECK_ROWS, prediction_rows, row_weights, training_rows
 from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
@@ -33,7 +33,7 @@ from .backends.functional import ParameterStack, module_tensors
 from .backends.modules import ModuleSpec
 from .backends.parallel import private_rng
 from .backends.progress import Progress, progress_bar
-from .backends.rows import is_row_source
+from .backends.rows import WeightedRows, is_row_source
 from .backends.skorch import DIVERGENCE_RATIO, Phase, check_callbacks, fixed_split
 from .exceptions import DivergenceError
 
@@ -264,7 +264,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Train the ensemble.
 
         Parameters
@@ -282,6 +282,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             Labels of any type; ``predict`` returns them as given. Required with arrays; with
             a Dataset, None reads the labels from its items (one pass over it), and a given
             ``y`` is used instead of them.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows in the training loss of every phase (see
+            ``class_weight``, which multiplies them). A row of weight 2 counts as two copies
+            of it in its batch's loss.
 
         Returns
         -------
@@ -307,15 +311,14 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         the divergence check read the training items through the same Dataset, its
         transforms included. Worker processes (``n_jobs``) receive the Dataset by pickling.
 
-        Not supported yet: ``sample_weight``, ``class_weight``, ``partial_fit`` and
-        ``warm_start``. Pickling a fitted estimator stores the module's class by reference:
-        define it in an importable module, not in ``__main__`` or a notebook cell, to load
-        the pickle elsewhere.
+        Not supported yet: ``partial_fit`` and ``warm_start``. Pickling a fitted estimator
+        stores the module's class by reference: define it in an importable module, not in
+        ``__main__`` or a notebook cell, to load the pickle elsewhere.
         """
         self._forget_fit()
         try:
             self._check_params()
-            data = self._validate_training_data(X, y)
+            data = self._validate_training_data(X, y, sample_weight)
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
             data = self._plan_batches(data, template, rng)
@@ -354,7 +357,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             split = fixed_split(self.train_split, data.X, data.y, seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
         _check_training_classes(data, rows, split)
-        data = dataclasses.replace(data, rows=rows, net={"train_split": split})
+        data = dataclasses.replace(data, rows=rows, net={**data.net, "train_split": split})
         step, drop = self._training_loader(data)
         if drop and len(rows) < step:
             raise ValueError(
@@ -420,7 +423,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         for name in [k for k in vars(self) if k.endswith("_") and k not in params]:
             delattr(self, name)
 
-    def _validate_training_data(self, X, y) -> TrainingData:
+    def _validate_training_data(self, X, y, sample_weight=None) -> TrainingData:
         if is_row_source(X):
             X, y = training_rows(X, y, type(self).__name__)
             self.n_features_in_ = X.shape[1]
@@ -439,7 +442,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 f"only one class: {encoder.classes_[0]}."
             )
         y_encoded = encoder.transform(y).astype(np.int64)
-        return TrainingData(X, y_encoded, encoder.classes_)
+        weights = row_weights(self.class_weight, y, sample_weight, len(y_encoded))
+        if weights is None:
+            return TrainingData(X, y_encoded, encoder.classes_)
+        if "reduction" in self._routed("criterion"):
+            raise ValueError(
+                "sample_weight and class_weight weight the criterion's per-row losses: leave "
+                f"criterion__reduction unset (it is {self._routed('criterion')['reduction']!r})."
+            )
+        net = {"criterion__reduction": "none"}
+        return TrainingData(WeightedRows(X, weights), y_encoded, encoder.classes_, net=net)
 
     def _module_recipe(self, data: TrainingData) -> tuple[ModuleSpec, nn.Module]:
         """Resolve the module recipe and check the module against the data.

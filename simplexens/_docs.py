@@ -49,6 +49,13 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         once per ``fit``: every member and every phase holds out the same rows and never
         trains on them (a ``ValidSplit`` without ``random_state`` is seeded from
         ``random_state``); BatchNorm statistics are recomputed on the training rows only.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the training loss of every phase, as in scikit-learn
+        (``{label: weight}``; ``"balanced"``: ``n_samples / (n_classes * count)``); multiplied
+        with ``fit``'s ``sample_weight``. Each batch's loss is then the weighted mean of its
+        rows' losses, ``Σ w_i l_i / Σ w_i`` (the criterion is built with
+        ``reduction="none"``). BatchNorm recalibration and the divergence check are
+        unweighted.
     random_state : int, RandomState instance or None, default=None
         Seeds every member's initial weights, data order and sampling. The same value gives
         the same predictions; across ``n_jobs`` settings they agree up to float rounding

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import _check_sample_weight, column_or_1d
 
 from .backends.rows import DatasetRows
 
@@ -65,3 +66,40 @@ def check_rows(rows: DatasetRows, owner: str) -> None:
         )
     if not np.isfinite(first).all():
         raise ValueError("Input X contains NaN or infinity (in the first rows of the Dataset).")
+
+
+def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.ndarray | None:
+    """The weight of every training row, float32: ``sample_weight`` times the weight of its
+    class under ``class_weight`` (labels as given); None when both are None.
+
+    Raises
+    ------
+    ValueError
+        If ``class_weight`` is neither None, ``"balanced"`` nor a dict, names labels not in
+        ``y``, or if ``sample_weight`` has the wrong length, negative or non-finite values,
+        or the weights sum to zero.
+    """
+    if class_weight is None and sample_weight is None:
+        return None
+    weights = np.ones(n_rows)
+    if sample_weight is not None:
+        weights = _check_sample_weight(
+            sample_weight, np.empty((n_rows, 0)), dtype=np.float64, ensure_non_negative=True
+        )
+    if class_weight is not None:
+        if not (class_weight == "balanced" or isinstance(class_weight, dict)):
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or a dict of label: weight, got "
+                f"{class_weight!r}."
+            )
+        if isinstance(class_weight, dict):
+            absent = [k for k in class_weight if k not in set(np.unique(y).tolist())]
+            if absent:
+                raise ValueError(
+                    f"class_weight names label(s) {absent} that are not in y; the labels are "
+                    f"{np.unique(y).tolist()}."
+                )
+        weights = weights * compute_sample_weight(class_weight, y)
+    if not np.isfinite(weights).all() or not weights.sum() > 0:
+        raise ValueError("the sample weights must be finite and sum to a positive value.")
+    return weights.astype(np.float32)

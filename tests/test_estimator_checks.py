@@ -62,6 +62,23 @@ ESTIMATORS = [
 ]
 
 
-@parametrize_with_checks(ESTIMATORS)
+#: Checks expected to fail, with the reason: duplicating rows changes the minibatches and the
+#: shuffle of stochastic training, so weight 2 on a row equals a duplicated row only in
+#: expectation (and exactly on a fixed batch: tests/test_weights.py). They pass by chance
+#: for some estimators at these sizes; the mark does not require them to fail.
+SAMPLE_WEIGHT_REASON = (
+    "stochastic minibatches: a duplicated row changes the batches, so sample_weight=2 matches "
+    "duplication in expectation only"
+)
+
+
+def expected_failures(estimator):
+    return {
+        "check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON,
+        "check_sample_weight_equivalence_on_sparse_data": SAMPLE_WEIGHT_REASON,
+    }
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

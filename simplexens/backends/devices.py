@@ -9,7 +9,9 @@ worker process, where the worker's own devices are visible:
    (``LocalCUDACluster``, ``dask cuda worker``), to which dask-cuda gives a
    ``CUDA_VISIBLE_DEVICES`` that lists its own GPU first (so, again, ``cuda:0``).
 2. Otherwise members go round-robin over the devices the process sees: member ``i`` on
-   ``cuda:{i % torch.cuda.device_count()}``.
+   ``cuda:{i % torch.cuda.device_count()}``. The rule does not know ``n_jobs``: with
+   ``n_jobs=1`` the members trained one after another in this process are spread over its
+   GPUs in the same way.
 
 An explicit ``cuda:k``, the CPU and other devices are kept as given. Dask worker resources
 (``--resources GPU=1``) only limit how many tasks a worker runs at once; they do not say

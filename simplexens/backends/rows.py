@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetRows", "is_row_source", "writable"]
+__all__ = ["DatasetRows", "WeightedRows", "is_row_source", "writable"]
 
 
 def is_row_source(X) -> bool:
@@ -27,6 +27,8 @@ def is_row_source(X) -> bool:
 def writable(X):
     """``X`` as an array torch can wrap (a private copy of a read-only one), or the row
     source as it is; joblib hands large arrays to workers as read-only memory maps."""
+    if isinstance(X, WeightedRows):
+        return WeightedRows(writable(X.X), X.weights)
     return X if isinstance(X, DatasetRows) else np.require(X, requirements="W")
 
 
@@ -135,6 +137,10 @@ class DatasetRows:
                 )
         return np.stack(rows) if rows else np.empty((0, *self.shape[1:]), np.float32)
 
+    def net_inputs(self, y: np.ndarray):
+        """``(X, y)`` for skorch's ``fit``: the training Dataset, and None."""
+        return self.training_dataset(y), None
+
     def training_dataset(self, y: np.ndarray) -> Dataset:
         """A torch Dataset of ``(x, y[i])``: the item's input and the encoded label."""
         return _Labelled(self, np.asarray(y))
@@ -152,3 +158,51 @@ class _Labelled(Dataset):
 
     def __getitem__(self, i):
         return torch.from_numpy(np.array(self.rows.x(i), copy=True)), self.y[i]
+
+
+#: The key of the per-row weight in the input dicts weighted training feeds to skorch.
+WEIGHT_KEY = "simplexens_sample_weight"
+#: The key of the input itself in those dicts.
+INPUT_KEY = "simplexens_x"
+
+
+class WeightedRows:
+    """Training inputs with a weight per row: indexing returns the inputs alone, training
+    feeds ``({INPUT_KEY: x, WEIGHT_KEY: w}, y)`` so that the loss can weight each row.
+
+    Parameters
+    ----------
+    X : ndarray or DatasetRows
+        The inputs.
+    weights : ndarray of shape (n_samples,), float32
+        Non-negative per-row weights.
+    """
+
+    def __init__(self, X, weights: np.ndarray):
+        self.X = X
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.shape = X.shape
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.X[index]
+
+    def net_inputs(self, y: np.ndarray):
+        """``(X, y)`` for skorch's ``fit``: a dict of arrays, or a Dataset of dict items."""
+        if isinstance(self.X, DatasetRows):
+            return _WeightedItems(self.X.training_dataset(y), self.weights), None
+        return {INPUT_KEY: self.X, WEIGHT_KEY: self.weights}, y
+
+
+class _WeightedItems(Dataset):
+    def __init__(self, items: Dataset, weights: np.ndarray):
+        self.items, self.weights = items, weights
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        x, y = self.items[i]
+        return {INPUT_KEY: x, WEIGHT_KEY: self.weights[i]}, y

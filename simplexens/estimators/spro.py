@@ -161,6 +161,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         callbacks=None,
         verbose=0,
         train_split=None,
+        class_weight=None,
         random_state=None,
         n_jobs=None,
         working_memory=None,
@@ -324,7 +325,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         stack = ParameterStack.from_members(self.members_.template, members, self.device)
         X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
         if self.recalibrate_bn:
-            recalibrate_batchnorm(stack, self._batches(X, stack))
+            recalibrate_batchnorm(stack, self._batches(X, np.arange(len(X)), stack))
         step = batch_size_for(stack, X, None, self.working_memory)
         logits = [
             stack.forward(torch.tensor(X[r], device=stack.device))

@@ -134,6 +134,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
         callbacks=None,
         verbose=0,
         train_split=None,
+        class_weight=None,
         random_state=None,
         n_jobs=None,
         working_memory=None,

@@ -21,6 +21,7 @@ from ...geometry.complex import complex_log_volumes, connector_complex
 from ..functional import module_tensors
 from ..modules import ModuleSpec
 from ..parallel import private_rng
+from ..rows import writable
 from ..simplex import AnchorModule, ComplexSampler, CurveSampler, initial_vertex, simplex_module
 from .nets import MemberNet, Phase, default_phase, make_net, on_member_device, training_batches
 
@@ -316,7 +317,7 @@ def fit_simplex(
     -------
     AnchorResult
     """
-    X = np.require(X, requirements="W")
+    X = writable(X)
     phase = phase or default_phase(net_kwargs)
     net_kwargs = on_member_device(net_kwargs, phase)
     device = torch.device(net_kwargs["device"])
@@ -373,7 +374,7 @@ def fit_complex(
     AnchorResult
         ``log_volumes[j]`` holds log V of each simplex after connector ``j + 1``.
     """
-    X = np.require(X, requirements="W")
+    X = writable(X)
     phase = phase or default_phase(net_kwargs)
     net_kwargs = on_member_device(net_kwargs, phase)
     device = torch.device(net_kwargs["device"])
@@ -423,7 +424,7 @@ def fit_curve(
     AnchorResult
         ``anchors`` of shape (n_bends, *shape): the endpoints first and last.
     """
-    X = np.require(X, requirements="W")
+    X = writable(X)
     phase = phase or default_phase(net_kwargs)
     net_kwargs = on_member_device(net_kwargs, phase)
     device = torch.device(net_kwargs["device"])

@@ -28,6 +28,7 @@ from ...exceptions import DivergenceError
 from ..devices import resolve_member_device
 from ..functional import module_tensors
 from ..progress import Progress
+from ..rows import INPUT_KEY, WEIGHT_KEY, DatasetRows, WeightedRows
 
 
 @dataclass
@@ -99,7 +100,8 @@ def fixed_split(train_split, X: np.ndarray, y: np.ndarray, seed: int) -> FixedSp
     if isinstance(train_split, ValidSplit) and train_split.random_state is None:
         train_split = copy.copy(train_split)
         train_split.random_state = seed
-    dataset = Dataset(X, y)
+    X = X.X if isinstance(X, WeightedRows) else X  # the split needs the rows, not weights
+    dataset = X.training_dataset(y) if isinstance(X, DatasetRows) else Dataset(X, y)
     try:
         parts = train_split(dataset, y)
     except Exception as exc:
@@ -392,6 +394,36 @@ class MemberNet(NeuralNet):
                 raise
             raise _Interrupted(exc) from None
 
+    def infer(self, x, **fit_params):
+        """The module's output; a weighted input dict passes the module its input alone."""
+        if isinstance(x, dict) and WEIGHT_KEY in x:
+            x = x[INPUT_KEY]
+        return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion; for weighted inputs, the weighted mean of the per-row losses
+        (``Σ w_i l_i / Σ w_i`` over the batch: a row of weight 2 counts as two copies)."""
+        if not (isinstance(X, dict) and WEIGHT_KEY in X):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        losses = self.criterion_(y_pred, y_true.to(y_pred.device))
+        if losses.shape != y_pred.shape[:1]:
+            raise ValueError(
+                f"sample weights need one loss per row from the criterion; "
+                f"{type(self.criterion_).__name__}(reduction='none') returned shape "
+                f"{tuple(losses.shape)} for {len(y_pred)} rows."
+            )
+        weights = X[WEIGHT_KEY].to(device=losses.device, dtype=losses.dtype)
+        return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+
+    def torch_compile(self, module, name):
+        """With ``compile=True``, compile ``module`` in place (``nn.Module.compile``, passing
+        ``compile__*``): its class, parameter names and state dict stay those of the module,
+        which the members are read from."""
+        if not self.compile or not isinstance(module, torch.nn.Module):
+            return module
+        module.compile(**self.get_params_for("compile"))
+        return module
+
     def epoch_data_loss(self) -> float:
         """The last epoch's mean training loss of the criterion alone."""
         return self.history[-1, "train_loss"]
@@ -401,6 +433,7 @@ class MemberNet(NeuralNet):
         return self.history[0, "batches", 0, "train_loss"]
 
     def fit(self, X, y=None, **fit_params):
+        X, y = net_inputs(X, y)
         try:
             with _watch_interrupts() as self.signals_:
                 super().fit(X, y, **fit_params)
@@ -489,9 +522,16 @@ def _reporting(phase: Phase, kwargs: dict) -> list:
     return [("simplexens_progress", report)]
 
 
+def net_inputs(X, y):
+    """What skorch's ``fit`` takes for (X, y): arrays as they are; rows read item by item
+    (:class:`DatasetRows`) as a torch Dataset of ``(x, encoded label)`` pairs with y None;
+    weighted rows (:class:`WeightedRows`) with each input carrying its weight."""
+    return X.net_inputs(y) if isinstance(X, DatasetRows | WeightedRows) else (X, y)
+
+
 def training_batches(net, X, y) -> int:
     """Number of training steps per epoch of an initialised net on (X, y)."""
-    dataset, _ = net.get_split_datasets(X, y)
+    dataset, _ = net.get_split_datasets(*net_inputs(X, y))
     return len(net.get_iterator(dataset, training=True))
 
 

@@ -16,6 +16,7 @@ from skorch.callbacks import Callback
 
 from ..modules import ModuleSpec
 from ..parallel import private_rng
+from ..rows import writable
 from ..schedules import CyclicSchedule
 from ..swag import SWAGMoments
 from .anchors import load_tensors, start_mode
@@ -61,7 +62,7 @@ def fit_member(
     """
     # joblib hands large arrays to worker processes as read-only memory maps, which torch
     # cannot wrap; one private copy per worker.
-    X = np.require(X, requirements="W")
+    X = writable(X)
     net_kwargs = on_member_device(net_kwargs, phase)
     with private_rng(seed, net_kwargs["device"]):
         net = make_net(spec.build(), net_kwargs, seed, phase=phase)
@@ -181,7 +182,7 @@ def fit_fge(
     stops the cyclic phase early (``EarlyStopping``) ends the cycles: the snapshots taken so
     far are kept, with a warning.
     """
-    X = np.require(X, requirements="W")
+    X = writable(X)
     phase = phase or default_phase(net_kwargs)
     net_kwargs = on_member_device(net_kwargs, phase)
     with private_rng(seed, net_kwargs["device"]):
@@ -251,7 +252,7 @@ def fit_swag(
     ``stats_device``. A callback that stops training early (``EarlyStopping``) ends the run:
     the weights collected so far make the moments.
     """
-    X = np.require(X, requirements="W")
+    X = writable(X)
     net_kwargs = on_member_device(net_kwargs, phase)
     moments = SWAGMoments(
         swa["max_rank"],
