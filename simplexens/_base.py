@@ -27,6 +27,7 @@ from torch import nn
 from ._init_modes import resolve_init_modes
 from ._inputs import CHECK_ROWS, prediction_rows, row_weights, training_rows
 from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
+from ._warm import WarmState, check_growth, continued_rng, counts_of, fingerprint
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .backends.functional import ParameterStack, module_tensors
@@ -100,12 +101,15 @@ class FitResult:
     recalibrate : bool
         Recompute every member's BatchNorm statistics on the training data (members that
         were never trained as such: simplex points, SWAG samples).
+    appended : bool
+        In a warm refit, ``members`` come after the fitted ones (else they replace them).
     """
 
     members: list
     epochs_spent: int
     attributes: dict = field(default_factory=dict)
     recalibrate: bool = False
+    appended: bool = False
 
 
 @dataclass
@@ -129,6 +133,9 @@ class TrainingData:
         The untrained network's loss on training rows: divergence is judged against it.
     init : list of dict or None
         The networks given as ``init_modes``, checked and copied (parameters and buffers).
+    warm : dict or None
+        In a warm refit, ``{count: (fitted, now)}`` of the counts that may grow: the method
+        trains only what is new (see :meth:`BaseEnsembleClassifier._fit_members`).
     """
 
     X: np.ndarray
@@ -139,6 +146,7 @@ class TrainingData:
     progress: Progress = field(default_factory=Progress)
     untrained: float | None = None
     init: list | None = None
+    warm: dict | None = None
 
 
 class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -199,14 +207,19 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 kwargs[name] = int(kwargs[name])
         return kwargs
 
-    def _phases(self, data: TrainingData) -> list[Phase]:
-        """Each trained member's name in messages, and where it reports progress."""
+    def _phases(self, data: TrainingData, first: int = 0) -> list[Phase]:
+        """Each trained member's name in messages, and where it reports progress: members
+        ``first`` (the count fitted before, in a warm refit) to ``_n_trained() - 1``."""
         rates, n = (("lr", self.lr),), self._n_trained()
         name, reference = type(self).__name__, data.untrained
         return [
             Phase(name, i, n, "training", rates, reference, progress=data.progress)
-            for i in range(n)
+            for i in range(first, n)
         ]
+
+    def _fitted_count(self, data: TrainingData, count: str) -> int:
+        """How many of ``count`` were fitted before (0 unless in a warm refit)."""
+        return data.warm[count][0] if data.warm else 0
 
     def _progress_bar(self):
         return progress_bar(
@@ -311,39 +324,84 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         the divergence check read the training items through the same Dataset, its
         transforms included. Worker processes (``n_jobs``) receive the Dataset by pickling.
 
-        Not supported yet: ``partial_fit`` and ``warm_start``. Pickling a fitted estimator
+        With ``warm_start=True`` on a fitted estimator, ``fit`` adds what the raised counts
+        ask for (see ``warm_start``) and keeps the fitted state if it fails.
+
+        Not supported: ``partial_fit``. Pickling a fitted estimator
         stores the module's class by reference: define it in an importable module, not in
         ``__main__`` or a notebook cell, to load the pickle elsewhere.
         """
+        if self.warm_start and hasattr(self, "_warm_"):
+            return self._fit_more(X, y, sample_weight)
         self._forget_fit()
         try:
             self._check_params()
             data = self._validate_training_data(X, y, sample_weight)
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
-            data = self._plan_batches(data, template, rng)
-            untrained = _untrained_loss(template, data)
+            data, split_seed = self._plan_batches(data, template, rng)
             init = self._resolve_init_modes(template)
-            with self._progress_bar() as progress:
-                data = dataclasses.replace(data, progress=progress, untrained=untrained, init=init)
-                result = self._fit_members(spec, data, rng)
-            stack = ParameterStack.from_members(template, result.members, self.device)
-            if result.recalibrate:
-                recalibrate_batchnorm(stack, self._batches(data.X, data.rows, stack))
-            self._check_final_members(stack, data, untrained)
+            result, stack = self._train(spec, template, data, rng, init=init)
         except BaseException:
             self._forget_fit()
             raise
         self.input_shape_ = data.X.shape[1:]
         self.classes_ = data.classes
         self.module_spec_ = spec
-        self.members_ = stack
-        self.n_members_ = stack.n_members
-        self.epochs_spent_ = int(result.epochs_spent)
-        vars(self).update(result.attributes)
+        self._warm_ = WarmState(rng, split_seed, fingerprint(data.X, data.y, data.classes), {})
+        self._set_fitted(stack, result, int(result.epochs_spent))
         return self
 
-    def _plan_batches(self, data: TrainingData, template: nn.Module, rng) -> TrainingData:
+    def _fit_more(self, X, y, sample_weight):
+        """A warm refit: train what the raised counts add, keep the rest (see ``fit``)."""
+        self._check_params()
+        data = self._validate_training_data(X, y, sample_weight)
+        state = self._warm_
+        growth = check_growth(self, state, fingerprint(data.X, data.y, data.classes))
+        if all(now == fitted for fitted, now in growth.values()):
+            return self
+        spec, template = self._module_recipe(data)
+        rng = continued_rng(state)
+        data, _ = self._plan_batches(data, template, rng, state.split_seed)
+        result, stack = self._train(spec, template, data, rng, warm=growth)
+        if result.appended:
+            old = [self.members_.member(i) for i in range(self.n_members_)]
+            new = [stack.member(i) for i in range(stack.n_members)]
+            stack = ParameterStack.from_members(template, old + new, self.device)
+        self._set_fitted(stack, result, self.epochs_spent_ + int(result.epochs_spent))
+        state.rng = rng
+        return self
+
+    def _train(self, spec, template, data, rng, init=None, warm=None):
+        """Train (``_fit_members``), stack, recalibrate and check: ``(result, stack)``."""
+        untrained = _untrained_loss(template, data)
+        with self._progress_bar() as progress:
+            data = dataclasses.replace(
+                data, progress=progress, untrained=untrained, init=init, warm=warm
+            )
+            result = self._fit_members(spec, data, rng)
+        stack = ParameterStack.from_members(template, result.members, self.device)
+        if result.recalibrate:
+            recalibrate_batchnorm(stack, self._batches(data.X, data.rows, stack))
+        self._check_final_members(stack, data, untrained)
+        return result, stack
+
+    def _set_fitted(self, stack, result, epochs_spent: int) -> None:
+        self.members_ = stack
+        self.n_members_ = stack.n_members
+        self.epochs_spent_ = epochs_spent
+        vars(self).update(result.attributes)
+        if hasattr(self, "_warm_"):
+            self._warm_.counts = counts_of(self)
+
+    #: Counts that a warm refit may raise, and counts it must find unchanged (with the reason).
+    _growable: ClassVar[tuple] = ()
+    _fixed_when_warm: ClassVar[tuple] = ()
+    _fixed_when_warm_reason = ""
+
+    def _plan_batches(
+        self, data: TrainingData, template: nn.Module, rng, split_seed=None
+    ) -> tuple[TrainingData, int | None]:
         """Split off the validation rows once, and check the training batches.
 
         ``train_split`` is applied here, once per fit, so that every member and every phase
@@ -353,8 +411,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         split = None
         if self.train_split is not None:
-            seed = int(rng.randint(np.iinfo(np.int32).max))
-            split = fixed_split(self.train_split, data.X, data.y, seed)
+            if split_seed is None:
+                split_seed = int(rng.randint(np.iinfo(np.int32).max))
+            split = fixed_split(self.train_split, data.X, data.y, split_seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
         _check_training_classes(data, rows, split)
         data = dataclasses.replace(data, rows=rows, net={**data.net, "train_split": split})
@@ -366,7 +425,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             )
         if batchnorm_layers(template):
             data.net.update(_batchnorm_loader(step, drop, len(rows)))
-        return data
+        return data, split_seed
 
     def _training_loader(self, data: TrainingData) -> tuple[int, bool]:
         """Rows per training batch and whether the last, smaller batch is dropped."""

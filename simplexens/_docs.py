@@ -56,6 +56,15 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         rows' losses, ``Σ w_i l_i / Σ w_i`` (the criterion is built with
         ``reduction="none"``). BatchNorm recalibration and the divergence check are
         unweighted.
+    warm_start : bool, default=False
+        As in scikit-learn's ensembles: refitting a fitted estimator on the same data after
+        raising {growable} trains only what is new; what was fitted stays bit-identical,
+        ``epochs_spent_`` grows by what the refit spends, and new members draw their seeds
+        where the earlier ones stopped (and hold out the same validation rows). Lowering a
+        count, or other data (rows, labels or weights; for a Dataset, its length and
+        labels), is a ``ValueError``; refitting without raising a count warns and trains
+        nothing. ``init_modes`` acts in the first fit only. A failed refit keeps the fitted
+        state.
     random_state : int, RandomState instance or None, default=None
         Seeds every member's initial weights, data order and sampling. The same value gives
         the same predictions; across ``n_jobs`` settings they agree up to float rounding
@@ -133,9 +142,10 @@ def fill_doc(cls):
     ``{phases}`` fields of a docstring; ``init_modes`` counts ``cls._init_count_name``, and the
     anchor phases are named by ``cls._phase_names`` (parameter prefix, phase)."""
     name, phase = getattr(cls, "_phase_names", ("vertex", "vertex"))
+    growable = " or ".join(f"``{c}``" for c in cls._growable) or "a count (it has none to raise)"
     cls.__doc__ = cls.__doc__.format(
         module=MODULE_PARAMETER,
-        training=TRAINING_PARAMETERS,
+        training=TRAINING_PARAMETERS.replace("{growable}", growable),
         attributes=COMMON_ATTRIBUTES,
         init_modes=INIT_MODES_PARAMETER.format(count=f"``{cls._init_count_name}``"),
         phases=ANCHOR_PHASE_PARAMETERS.format(name=name, phase=phase),

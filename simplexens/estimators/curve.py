@@ -124,6 +124,7 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
         verbose=0,
         train_split=None,
         class_weight=None,
+        warm_start=False,
         random_state=None,
         n_jobs=None,
         working_memory=None,

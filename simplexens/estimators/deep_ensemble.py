@@ -85,6 +85,7 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
         verbose=0,
         train_split=None,
         class_weight=None,
+        warm_start=False,
         random_state=None,
         n_jobs=None,
         working_memory=None,
@@ -95,6 +96,7 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
     _constraints: ClassVar[dict] = {"n_estimators": Integer(1), "recalibrate_bn": Boolean()}
 
     _init_count_name = "n_estimators"
+    _growable = ("n_estimators",)
 
     def _n_trained(self):
         return self.n_estimators
@@ -106,14 +108,16 @@ class DeepEnsembleClassifier(BaseEnsembleClassifier):
         if data.init is not None:  # the given networks are the members
             return FitResult(data.init, 0, recalibrate=self.recalibrate_bn)
         kwargs = self._net_kwargs(data)
-        seeds = member_seeds(rng, self.n_estimators)
+        fitted = self._fitted_count(data, "n_estimators")
+        seeds = member_seeds(rng, self.n_estimators - fitted)
         jobs = [
             (spec, kwargs, data.X, data.y, seed, phase)
-            for seed, phase in zip(seeds, self._phases(data), strict=True)
+            for seed, phase in zip(seeds, self._phases(data, fitted), strict=True)
         ]
         results = run_members(fit_member, jobs, self.n_jobs)
         return FitResult(
             [r.tensors for r in results],
             sum(r.epochs for r in results),
             recalibrate=self.recalibrate_bn,
+            appended=True,
         )

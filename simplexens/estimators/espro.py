@@ -143,6 +143,7 @@ class ESPROClassifier(BaseEnsembleClassifier):
         verbose=0,
         train_split=None,
         class_weight=None,
+        warm_start=False,
         random_state=None,
         n_jobs=None,
         working_memory=None,
@@ -177,6 +178,8 @@ class ESPROClassifier(BaseEnsembleClassifier):
 
     _member_name = "mode"
 
+    _growable = ("n_modes", "n_vertices")
+
     def _n_trained(self):
         return self.n_modes
 
@@ -196,15 +199,23 @@ class ESPROClassifier(BaseEnsembleClassifier):
             self, "vertex", self.epochs_per_vertex, self.vertex_init_scale, self.volume_lambda
         )
         kwargs = self._net_kwargs(data)
-        seeds = member_seeds(rng, self.n_modes)
-        inits = data.init or [None] * self.n_modes
+        fitted = self._fitted_count(data, "n_modes")
+        seeds = member_seeds(rng, self.n_modes - (0 if self._grows_vertices(data) else fitted))
+        grown = fitted if self._grows_vertices(data) else 0  # simplexes continued, not new
+        modes = self._init_mode_tensors()[:grown] if grown else []
+        starts = [
+            (mode, {n: v[i] for n, v in self.simplex_vertices_.items()})
+            for i, mode in enumerate(modes)
+        ]
+        starts += [(init, None) for init in data.init or [None] * (len(seeds) - grown)]
+        first = self.n_modes - len(seeds)
         jobs = [
-            (spec, kwargs, self.n_vertices, phases, data.X, data.y, seed, phase, init)
-            for seed, phase, init in zip(seeds, self._phases(data), inits, strict=True)
+            (spec, kwargs, self.n_vertices, phases, data.X, data.y, seed, phase, *start)
+            for seed, phase, start in zip(seeds, self._phases(data, first), starts, strict=True)
         ]
         simplexes = run_members(fit_simplex, jobs, self.n_jobs)
         weights = torch.from_numpy(
-            rng.dirichlet(np.ones(self.n_vertices), size=(self.n_modes, self.n_predict_samples))
+            rng.dirichlet(np.ones(self.n_vertices), size=(len(simplexes), self.n_predict_samples))
         )
         members = [
             member
@@ -214,19 +225,39 @@ class ESPROClassifier(BaseEnsembleClassifier):
         return FitResult(
             members,
             sum(s.epochs for s in simplexes),
-            {
-                "simplex_vertices_": {
-                    name: torch.stack([s.anchors[name] for s in simplexes])
-                    for name in simplexes[0].anchors
-                },
-                "simplex_log_volumes_": np.array(
-                    [s.log_volumes for s in simplexes], dtype=np.float64
-                ).reshape(self.n_modes, self.n_vertices - 1),
-                "predict_weights_": weights.numpy(),
-                "mode_buffers_": [s.buffers for s in simplexes],
-            },
+            self._simplex_attributes(simplexes, weights, first, grown),
             recalibrate=self.recalibrate_bn,
+            appended=first > 0,
         )
+
+    def _grows_vertices(self, data) -> bool:
+        """Whether a warm refit adds vertices to the fitted simplexes."""
+        return bool(data.warm) and data.warm["n_vertices"][1] > data.warm["n_vertices"][0]
+
+    def _simplex_attributes(self, simplexes, weights, first: int, grown: int) -> dict:
+        """The fitted attributes: those of simplexes ``0 .. first - 1`` kept (a warm refit
+        that only adds modes), the others from ``simplexes``, of which the first ``grown``
+        continue fitted simplexes (a warm refit that adds vertices) and keep their volumes."""
+        old = [list(v) for v in self.simplex_log_volumes_] if first or grown else []
+        volumes = old[:first] + [
+            (old[i] if i < grown else []) + [v[0] for v in s.log_volumes]
+            for i, s in enumerate(simplexes)
+        ]
+        names = simplexes[0].anchors
+        vertices = {n: torch.stack([s.anchors[n] for s in simplexes]) for n in names}
+        buffers = [s.buffers for s in simplexes]
+        if first:
+            vertices = {n: torch.cat([self.simplex_vertices_[n], v]) for n, v in vertices.items()}
+            weights = torch.cat([torch.from_numpy(self.predict_weights_), weights])
+            buffers = self.mode_buffers_ + buffers
+        return {
+            "simplex_vertices_": vertices,
+            "simplex_log_volumes_": np.array(volumes, dtype=np.float64).reshape(
+                self.n_modes, self.n_vertices - 1
+            ),
+            "predict_weights_": weights.numpy(),
+            "mode_buffers_": buffers,
+        }
 
     def _init_mode_tensors(self):
         check_is_fitted(self)

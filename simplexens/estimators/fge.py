@@ -82,6 +82,7 @@ class FGEClassifier(BaseEnsembleClassifier):
         verbose=0,
         train_split=None,
         class_weight=None,
+        warm_start=False,
         random_state=None,
         n_jobs=None,
         working_memory=None,
@@ -104,6 +105,7 @@ class FGEClassifier(BaseEnsembleClassifier):
             )
 
     _member_name = "network"
+    _growable = ("n_snapshots",)
 
     _init_count_name = "the network its cycles start from"
 
@@ -115,21 +117,29 @@ class FGEClassifier(BaseEnsembleClassifier):
         return pretraining + math.ceil(self.cycle_length * self.n_snapshots)
 
     def _fit_members(self, spec, data, rng):
+        fitted = self._fitted_count(data, "n_snapshots")
         cycle = dict(
             alpha1=float(self.alpha1),
             alpha2=float(self.alpha2),
             cycle_length=float(self.cycle_length),
-            n_snapshots=self.n_snapshots,
+            n_snapshots=self.n_snapshots - fitted,
         )
         (seed,) = member_seeds(rng, 1)
         (phase,) = self._phases(data)
         init = data.init[0] if data.init else None
+        rates, steps = np.empty(0), np.empty(0, dtype=np.int64)
+        if fitted:  # more cycles from the last snapshot (with a fresh optimizer state)
+            init = self.members_.member(self.n_members_ - 1)
+            rates, steps = self.learning_rates_, self.snapshot_steps_
         run = fit_fge(spec, self._net_kwargs(data), cycle, data.X, data.y, seed, phase, init)
         return FitResult(
             run.snapshots,
             run.epochs,
             {
-                "learning_rates_": np.asarray(run.rates),
-                "snapshot_steps_": np.asarray(run.snapshot_steps),
+                "learning_rates_": np.concatenate([rates, run.rates]),
+                "snapshot_steps_": np.concatenate(
+                    [steps, len(rates) + np.asarray(run.snapshot_steps, dtype=np.int64)]
+                ),
             },
+            appended=True,
         )

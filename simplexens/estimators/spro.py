@@ -162,6 +162,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         verbose=0,
         train_split=None,
         class_weight=None,
+        warm_start=False,
         random_state=None,
         n_jobs=None,
         working_memory=None,
@@ -191,6 +192,10 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
     def _n_trained(self):
         return self.n_modes
 
+    _growable = ("n_connectors",)
+    _fixed_when_warm = ("n_modes",)
+    _fixed_when_warm_reason = "its connectors are shared by every mode and would need retraining."
+
     def _planned_epochs(self):
         modes = 0 if self.init_modes is not None else self.n_modes * self.max_epochs
         return modes + self.n_connectors * self.epochs_per_connector
@@ -204,9 +209,16 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         )
 
     def _fit_members(self, spec, data, rng):
-        *seeds, seed = member_seeds(rng, self.n_modes + 1)
-        modes, epochs = self._train_modes(spec, data, seeds)
-        self._check_connectable(spec, modes)
+        fitted = self._fitted_count(data, "n_connectors")
+        if fitted:  # a warm refit: more connectors joining the fitted modes
+            (seed,) = member_seeds(rng, 1)
+            modes, epochs = self._init_mode_tensors(), 0
+            connectors = {n: v[self.n_modes :] for n, v in self.complex_vertices_.items()}
+        else:
+            *seeds, seed = member_seeds(rng, self.n_modes + 1)
+            modes, epochs = self._train_modes(spec, data, seeds)
+            self._check_connectable(spec, modes)
+            connectors = None
         phases = anchor_phases(
             self,
             "connector",
@@ -217,17 +229,18 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         kwargs = self._net_kwargs(data)
         result = fit_complex(
             spec, kwargs, modes, self.n_connectors, phases, data.X, data.y, seed,
-            self._stage(data), self.complex_weighting,
+            self._stage(data), self.complex_weighting, connectors,
         )  # fmt: skip
+        volumes = [*(self.complex_log_volumes_[:fitted] if fitted else []), *result.log_volumes]
         complex_ = connector_complex(self.n_modes, self.n_connectors)
-        weights = self._draw_points(complex_, result.log_volumes[-1], self.n_predict_samples, seed)
+        weights = self._draw_points(complex_, volumes[-1], self.n_predict_samples, seed)
         return FitResult(
             anchor_members(result.anchors, weights, result.buffers),
             epochs + result.epochs,
             {
                 "complex_": complex_,
                 "complex_vertices_": result.anchors,
-                "complex_log_volumes_": np.asarray(result.log_volumes, dtype=np.float64),
+                "complex_log_volumes_": np.asarray(volumes, dtype=np.float64),
                 "predict_weights_": weights.numpy(),
                 "mode_buffers_": [_fixed(m, result.anchors) for m in modes],
             },

@@ -135,6 +135,7 @@ class SWAGClassifier(BaseEnsembleClassifier):
         verbose=0,
         train_split=None,
         class_weight=None,
+        warm_start=False,
         random_state=None,
         n_jobs=None,
         working_memory=None,
@@ -180,30 +181,34 @@ class SWAGClassifier(BaseEnsembleClassifier):
             stats_device="cpu" if self.stats_on_cpu else None,
             expected_collections=self._collections(data),
         )
-        seeds = member_seeds(rng, self.n_modes)
-        inits = data.init or [None] * self.n_modes
+        fitted = self._fitted_count(data, "n_modes")
+        seeds = member_seeds(rng, self.n_modes - fitted)
+        inits = data.init or [None] * len(seeds)
         jobs = [
             (spec, self._net_kwargs(data), swa, data.X, data.y, seed, phase, init)
-            for seed, phase, init in zip(seeds, self._phases(data), inits, strict=True)
+            for seed, phase, init in zip(seeds, self._phases(data, fitted), inits, strict=True)
         ]
         runs = run_members(fit_swag, jobs, self.n_jobs)
-        sample_seeds = member_seeds(rng, self.n_modes)
+        sample_seeds = member_seeds(rng, len(runs))
         members = [
             {**weights, **run.buffers}
             for run, seed in zip(runs, sample_seeds, strict=True)
             for weights in self._draw(run.moments, seed)
         ]
+        before = (self.swag_moments_, self.mode_buffers_) if fitted else ([], [])
         return FitResult(
             members,
             sum(run.epochs for run in runs),
             {
-                "swag_moments_": [run.moments for run in runs],
-                "mode_buffers_": [run.buffers for run in runs],
+                "swag_moments_": before[0] + [run.moments for run in runs],
+                "mode_buffers_": before[1] + [run.buffers for run in runs],
             },
             recalibrate=self.recalibrate_bn,
+            appended=True,
         )
 
     _member_name = "run"
+    _growable = ("n_modes",)
 
     def _init_mode_tensors(self):
         check_is_fitted(self)

@@ -297,6 +297,7 @@ def fit_simplex(
     seed: int,
     phase: Phase | None = None,
     init: dict | None = None,
+    vertices: dict | None = None,
 ) -> AnchorResult:
     """Train a mode (or start from ``init``), then grow a simplex from it one vertex at a time
     (ESPRO). Vertex ``j`` starts off the simplex of the vertices before it
@@ -312,10 +313,14 @@ def fit_simplex(
         How each vertex trains.
     init : dict of str to Tensor, optional
         A trained mode's tensors; the mode is not trained then.
+    vertices : dict of str to Tensor, optional
+        The simplex's vertices so far, shape ``(k, *parameter.shape)``, the mode (``init``)
+        first: vertices ``k`` to ``n_vertices - 1`` are added to them (a warm refit).
 
     Returns
     -------
     AnchorResult
+        ``log_volumes`` of the vertices added.
     """
     X = writable(X)
     phase = phase or default_phase(net_kwargs)
@@ -325,10 +330,12 @@ def fit_simplex(
         mode, epochs = start_mode(spec, net_kwargs, X, y, seed, phase.but("mode"), init)
         # Before the anchor modules freeze the mode's parameters for autograd.
         buffers = fixed_tensors(mode)
-        vertices = {n: p[None] for n, p in trainable_parameters(mode).items()}
+        if vertices is None:
+            vertices = {n: p[None] for n, p in trainable_parameters(mode).items()}
+        vertices = {n: v.to(device) for n, v in vertices.items()}
         generator = torch.Generator(device).manual_seed(seed)
         log_volumes = []
-        for j in range(1, n_vertices):
+        for j in range(len(next(iter(vertices.values()))), n_vertices):
             start = initial_vertex(vertices, phases.init_scale, generator)
             module = simplex_module(mode, vertices, start, phases.n_train_samples, generator)
             label = phase.but(f"vertex {j}", phases.rates("vertex"))
@@ -349,6 +356,7 @@ def fit_complex(
     seed: int,
     phase: Phase | None = None,
     weighting: str = "volume",
+    connectors: dict | None = None,
 ) -> AnchorResult:
     """Connect trained modes through shared connectors added one at a time (SPRO).
 
@@ -366,6 +374,10 @@ def fit_complex(
         Connectors to add.
     weighting : {"volume", "equal"}
         How a simplex is chosen for each point (:func:`sample_complex`).
+    connectors : dict of str to Tensor, optional
+        Connectors trained before, shape ``(c, *parameter.shape)``: connectors ``c`` to
+        ``n_connectors - 1`` are added to them (a warm refit); ``log_volumes`` then holds the
+        rows of the connectors added.
 
     Other parameters as in :func:`fit_simplex`.
 
@@ -382,9 +394,13 @@ def fit_complex(
         template, _ = start_mode(spec, net_kwargs, X, y, seed, phase, modes[0])
         names, buffers = list(trainable_parameters(template)), fixed_tensors(template)
         anchors = {n: torch.stack([m[n] for m in modes]).to(device) for n in names}
+        done = 0
+        if connectors is not None:
+            anchors = {n: torch.cat([a, connectors[n].to(device)]) for n, a in anchors.items()}
+            done = len(connectors[names[0]])
         generator = torch.Generator(device).manual_seed(seed)
         log_volumes, epochs, n_modes = [], 0, len(modes)
-        for j in range(n_connectors):
+        for j in range(done, n_connectors):
             start = initial_vertex(anchors, phases.init_scale, generator)
             anchors = {n: torch.cat([a, start[n][None]]) for n, a in anchors.items()}
             complex_ = connector_complex(n_modes, j + 1)
