@@ -25,7 +25,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from ._init_modes import resolve_init_modes
-from ._inputs import CHECK_ROWS, prediction_rows, row_weights, training_rows
+from ._inputs import (
+    CHECK_ROWS,
+    prediction_rows,
+    recalibration_rows,
+    row_weights,
+    training_rows,
+)
 from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
 from ._warm import WarmState, check_growth, continued_rng, counts_of, fingerprint
 from .backends.batching import batch_size_for, batch_slices
@@ -133,6 +139,9 @@ class TrainingData:
         The untrained network's loss on training rows: divergence is judged against it.
     init : list of dict or None
         The networks given as ``init_modes``, checked and copied (parameters and buffers).
+    recalibration : ndarray, DatasetRows or None
+        ``fit``'s ``recalibration_X``, checked: the inputs of BatchNorm recalibration (None:
+        the training rows).
     warm : dict or None
         In a warm refit, ``{count: (fitted, now)}`` of the counts that may grow: the method
         trains only what is new (see :meth:`BaseEnsembleClassifier._fit_members`).
@@ -147,6 +156,7 @@ class TrainingData:
     untrained: float | None = None
     init: list | None = None
     warm: dict | None = None
+    recalibration: object = None
 
 
 class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -277,7 +287,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, recalibration_X=None):
         """Train the ensemble.
 
         Parameters
@@ -299,6 +309,13 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             Non-negative weights of the rows in the training loss of every phase (see
             ``class_weight``, which multiplies them). A row of weight 2 counts as two copies
             of it in its batch's loss.
+        recalibration_X : array-like of shape (n_samples, ...) or torch Dataset, default=None
+            The inputs BatchNorm statistics are recomputed on, for the members that need it
+            (simplex and complex points, curve points, SWAG samples, and every member with
+            ``recalibrate_bn=True``). None: the training rows, read as training reads them,
+            so with an augmenting Dataset the statistics see augmented inputs; pass the
+            same data without augmentation here to match what prediction sees. Rows of the
+            training inputs' shape; labels, if a Dataset yields them, are ignored.
 
         Returns
         -------
@@ -332,11 +349,11 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         ``__main__`` or a notebook cell, to load the pickle elsewhere.
         """
         if self.warm_start and hasattr(self, "_warm_"):
-            return self._fit_more(X, y, sample_weight)
+            return self._fit_more(X, y, sample_weight, recalibration_X)
         self._forget_fit()
         try:
             self._check_params()
-            data = self._validate_training_data(X, y, sample_weight)
+            data = self._validate_training_data(X, y, sample_weight, recalibration_X)
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
             data, split_seed = self._plan_batches(data, template, rng)
@@ -352,10 +369,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self._set_fitted(stack, result, int(result.epochs_spent))
         return self
 
-    def _fit_more(self, X, y, sample_weight):
+    def _fit_more(self, X, y, sample_weight, recalibration_X):
         """A warm refit: train what the raised counts add, keep the rest (see ``fit``)."""
         self._check_params()
-        data = self._validate_training_data(X, y, sample_weight)
+        data = self._validate_training_data(X, y, sample_weight, recalibration_X)
         state = self._warm_
         growth = check_growth(self, state, fingerprint(data.X, data.y, data.classes))
         if all(now == fitted for fitted, now in growth.values()):
@@ -382,7 +399,10 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             result = self._fit_members(spec, data, rng)
         stack = ParameterStack.from_members(template, result.members, self.device)
         if result.recalibrate:
-            recalibrate_batchnorm(stack, self._batches(data.X, data.rows, stack))
+            source = data.recalibration
+            rows = data.rows if source is None else np.arange(len(source))
+            X = data.X if source is None else source
+            recalibrate_batchnorm(stack, self._batches(X, rows, stack))
         self._check_final_members(stack, data, untrained)
         return result, stack
 
@@ -482,7 +502,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         for name in [k for k in vars(self) if k.endswith("_") and k not in params]:
             delattr(self, name)
 
-    def _validate_training_data(self, X, y, sample_weight=None) -> TrainingData:
+    def _validate_training_data(
+        self, X, y, sample_weight=None, recalibration_X=None
+    ) -> TrainingData:
         if is_row_source(X):
             X, y = training_rows(X, y, type(self).__name__)
             self.n_features_in_ = X.shape[1]
@@ -502,15 +524,17 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             )
         y_encoded = encoder.transform(y).astype(np.int64)
         weights = row_weights(self.class_weight, y, sample_weight, len(y_encoded))
+        recalibration = recalibration_rows(recalibration_X, X.shape[1:], type(self).__name__)
         if weights is None:
-            return TrainingData(X, y_encoded, encoder.classes_)
+            return TrainingData(X, y_encoded, encoder.classes_, recalibration=recalibration)
         if "reduction" in self._routed("criterion"):
             raise ValueError(
                 "sample_weight and class_weight weight the criterion's per-row losses: leave "
                 f"criterion__reduction unset (it is {self._routed('criterion')['reduction']!r})."
             )
         net = {"criterion__reduction": "none"}
-        return TrainingData(WeightedRows(X, weights), y_encoded, encoder.classes_, net=net)
+        X = WeightedRows(X, weights)
+        return TrainingData(X, y_encoded, encoder.classes_, net=net, recalibration=recalibration)
 
     def _module_recipe(self, data: TrainingData) -> tuple[ModuleSpec, nn.Module]:
         """Resolve the module recipe and check the module against the data.

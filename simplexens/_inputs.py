@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.validation import _check_sample_weight, column_or_1d
+from sklearn.utils.validation import _check_sample_weight, check_array, column_or_1d
 
-from .backends.rows import DatasetRows
+from .backends.rows import DatasetRows, is_row_source
 
 #: Rows of a Dataset read and checked before training or prediction.
 CHECK_ROWS = 8
@@ -103,3 +103,19 @@ def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.n
     if not np.isfinite(weights).all() or not weights.sum() > 0:
         raise ValueError("the sample weights must be finite and sum to a positive value.")
     return weights.astype(np.float32)
+
+
+def recalibration_rows(X, input_shape: tuple, owner: str):
+    """``fit``'s ``recalibration_X`` checked against the training inputs' shape: a float32
+    array, :class:`DatasetRows` for a Dataset or sparse matrix, or None."""
+    if X is None:
+        return None
+    if is_row_source(X):
+        return prediction_rows(X, input_shape, owner)
+    X = check_array(X, dtype=np.float32, allow_nd=True, input_name="recalibration_X")
+    if X.shape[1:] != tuple(input_shape):
+        raise ValueError(
+            f"recalibration_X has rows of shape {X.shape[1:]}, but the training inputs have "
+            f"rows of shape {tuple(input_shape)}."
+        )
+    return np.require(X, requirements="W")

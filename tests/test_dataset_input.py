@@ -223,3 +223,38 @@ def test_dataset_survives_clone_and_worker_processes():
     two = clone(one).set_params(n_jobs=2).fit(Pairs(X, LABELS))
     # worker processes run torch with other thread counts: float rounding differs
     assert_allclose(two.predict_proba(X), one.predict_proba(X), rtol=1e-6, atol=1e-7)
+
+
+class AugmentingImages(CNNPairs):
+    """Noisy images: what BatchNorm statistics would see if recalibrated on them."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x + torch.randn(x.shape, generator=torch.Generator().manual_seed(i)), y
+
+
+def test_recalibration_data_replaces_the_training_rows():
+    """SWAG samples get BatchNorm statistics from recalibration_X: recalibrating on the clean
+    images after training on augmented ones equals recalibrating the same samples on them."""
+    params = dict(module__batchnorm=True, module__in_channels=1)
+    images = X.reshape(-1, 1, 2, 3)
+    make = lambda: SWAGClassifier(  # noqa: E731
+        SmallCNN, n_modes=1, swa_start=1, n_predict_samples=2
+    ).set_params(max_epochs=2, batch_size=16, random_state=0, **params)
+    on_clean = make().fit(AugmentingImages(X, LABELS), recalibration_X=images)
+    on_augmented = make().fit(AugmentingImages(X, LABELS))
+    # same training, so same samples; only the BatchNorm statistics differ
+    names = [n for n in on_clean.members_.tensors if "running_mean" in n]
+    assert names
+    for name in names:
+        clean = on_clean.members_.tensors[name]
+        assert not torch.allclose(clean, on_augmented.members_.tensors[name])
+    # the oracle: the statistics of the same samples recalibrated on the clean images
+    from simplexens.backends.batchnorm import recalibrate_batchnorm
+
+    stack = on_augmented.members_
+    recalibrate_batchnorm(stack, [torch.from_numpy(images)])
+    for name in names:
+        torch.testing.assert_close(on_clean.members_.tensors[name], stack.tensors[name])
+    with pytest.raises(ValueError, match="recalibration_X has rows of shape"):
+        make().fit(AugmentingImages(X, LABELS), recalibration_X=X)
