@@ -126,7 +126,7 @@ def evaluate_points(estimator, points, X, y, *, recalibrate_bn=None) -> Bunch:
         chunk = points[start : start + POINTS_PER_STACK]
         stack = ParameterStack.from_members(template, chunk, estimator.members_.device)
         if recalibrate_bn:
-            recalibrate_batchnorm(stack, estimator._batches(X, stack))
+            recalibrate_batchnorm(stack, estimator._batches(X, np.arange(len(X)), stack))
         strategy = strategy or _fastest(stack, X)
         scores = _scores(estimator, stack, X, y_index, strategy)
         nll.append(scores[0])
