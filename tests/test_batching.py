@@ -367,13 +367,13 @@ def test_recalibration_merges_a_one_row_remainder(by):
         clf = DeepEnsembleClassifier(BNMLP, working_memory=100.5 * row_bytes / MiB)
     else:
         clf = DeepEnsembleClassifier(BNMLP, iterator_valid__batch_size=100)
-    batches = list(clf._batches(X, stack))
+    batches = list(clf._batches(X, np.arange(len(X)), stack))
     assert [len(b) for b in batches] == [100, 100, 101]
     assert_array_equal(torch.cat(batches).numpy(), X)
     # The unmerged last batch of one row is what BatchNorm in training mode refuses.
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         update_bn([torch.tensor(X[:300]), torch.tensor(X[300:])], copy.deepcopy(modules[0]))
-    assert recalibrate_batchnorm(stack, clf._batches(X, stack)) == 3
+    assert recalibrate_batchnorm(stack, clf._batches(X, np.arange(len(X)), stack)) == 3
     assert_matches_update_bn(stack, modules, batches)
 
 
@@ -381,7 +381,7 @@ def test_recalibration_batches_hold_two_rows_at_least():
     X = bn_data(n=7)
     stack, modules = bn_members()
     clf = DeepEnsembleClassifier(BNMLP, iterator_valid__batch_size=1)
-    batches = list(clf._batches(X, stack))
+    batches = list(clf._batches(X, np.arange(len(X)), stack))
     assert [len(b) for b in batches] == [2, 2, 3]
     recalibrate_batchnorm(stack, batches)
     assert_matches_update_bn(stack, modules, batches)
@@ -391,7 +391,7 @@ def test_recalibration_without_batchnorm_keeps_a_one_row_remainder():
     X = bn_data(n=7)
     stack, _ = stack_of(Deep)
     clf = DeepEnsembleClassifier(Deep, iterator_valid__batch_size=3)
-    assert [len(b) for b in clf._batches(X, stack)] == [3, 3, 1]
+    assert [len(b) for b in clf._batches(X, np.arange(len(X)), stack)] == [3, 3, 1]
 
 
 def test_fit_recalibrates_in_memory_sized_batches_not_training_batches():
