@@ -32,11 +32,18 @@ from ._inputs import (
     row_weights,
     training_rows,
 )
-from ._params import Integer, Real, check_parameters, check_routed_names, check_routed_scalars
+from ._params import (
+    Integer,
+    Options,
+    Real,
+    check_parameters,
+    check_routed_names,
+    check_routed_scalars,
+)
 from ._warm import WarmState, check_growth, continued_rng, counts_of, fingerprint
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from .backends.functional import ParameterStack, module_tensors
+from .backends.functional import PRECISIONS, ParameterStack, module_tensors
 from .backends.modules import ModuleSpec
 from .backends.parallel import private_rng
 from .backends.progress import Progress, progress_bar
@@ -76,6 +83,8 @@ TRAINING_CONSTRAINTS = {
     "verbose": Integer(0),
     "n_jobs": Integer(none=True, exclude=(0,)),
     "working_memory": Real(0, None, "neither", none=True),
+    "member_memory": Real(0, None, "neither", none=True),
+    "precision": Options(tuple(PRECISIONS)),
 }
 
 #: Parameters passed to every member's skorch net as they are.
@@ -89,6 +98,7 @@ NET_PARAMETERS = (
     "callbacks",
     "verbose",
     "train_split",
+    "precision",
 )
 
 
@@ -384,7 +394,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         if result.appended:
             old = [self.members_.member(i) for i in range(self.n_members_)]
             new = [stack.member(i) for i in range(stack.n_members)]
-            stack = ParameterStack.from_members(template, old + new, self.device)
+            stack = self._stack(template, old + new)
         self._set_fitted(stack, result, self.epochs_spent_ + int(result.epochs_spent))
         state.rng = rng
         return self
@@ -397,7 +407,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 data, progress=progress, untrained=untrained, init=init, warm=warm
             )
             result = self._fit_members(spec, data, rng)
-        stack = ParameterStack.from_members(template, result.members, self.device)
+        stack = self._stack(template, result.members)
         if result.recalibrate:
             source = data.recalibration
             rows = data.rows if source is None else np.arange(len(source))
@@ -405,6 +415,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             recalibrate_batchnorm(stack, self._batches(X, rows, stack))
         self._check_final_members(stack, data, untrained)
         return result, stack
+
+    def _stack(self, template: nn.Module, members: list) -> ParameterStack:
+        """The members on ``device``, grouped within ``member_memory``, at ``precision``."""
+        return ParameterStack.from_members(
+            template,
+            members,
+            self.device,
+            member_memory=self.member_memory,
+            precision=self.precision,
+        )
 
     def _set_fitted(self, stack, result, epochs_spent: int) -> None:
         self.members_ = stack
@@ -785,20 +805,30 @@ def _warn_if_probabilities(out: torch.Tensor) -> None:
 
 
 def _member_losses(stack: ParameterStack, data: TrainingData, working_memory=None) -> torch.Tensor:
-    """Each member's cross-entropy on up to ``LOSS_ROWS`` training rows, shape (n_members,).
-
-    In batches that keep all members' work within ``working_memory``, as prediction does.
-    """
+    """Each member's cross-entropy on up to ``LOSS_ROWS`` training rows, shape (n_members,)."""
     rows = data.rows[:LOSS_ROWS]
-    step = batch_size_for(stack, _Probe(data.X, rows), None, working_memory)
+    return summed_nll(stack, data.X, data.y, rows, working_memory) / len(rows)
+
+
+def summed_nll(stack: ParameterStack, X, y, rows: np.ndarray, working_memory=None, weights=None):
+    """Each member's summed cross-entropy on ``X[rows]``, float64 of shape (n_members,).
+
+    In batches that keep all members' work within ``working_memory``, as prediction does;
+    each row's term weighted by ``weights[row]`` when given. A member with non-finite outputs
+    gets ``inf``.
+    """
+    step = batch_size_for(stack, _Probe(X, rows), None, working_memory)
     total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
     for part in batch_slices(len(rows), step):
-        X = torch.tensor(data.X[rows[part]], device=stack.device)
-        y = torch.tensor(data.y[rows[part]], device=stack.device)
-        log_proba = stack.forward(X).to(torch.float64).log_softmax(dim=-1)
+        inputs = torch.tensor(X[rows[part]], device=stack.device)
+        labels = torch.tensor(y[rows[part]], device=stack.device)
+        log_proba = stack.forward(inputs).to(torch.float64).log_softmax(dim=-1)
         log_proba = log_proba.nan_to_num(nan=-math.inf)
-        total -= log_proba[:, torch.arange(len(y)), y].sum(dim=1)
-    return total / len(rows)
+        terms = log_proba[:, torch.arange(len(labels)), labels]
+        if weights is not None:
+            terms = terms * torch.tensor(weights[rows[part]], device=stack.device)
+        total -= terms.sum(dim=1)
+    return total
 
 
 def _untrained_loss(template: nn.Module, data: TrainingData) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 import sklearn
 import torch
 
-from .functional import ParameterStack
+from .functional import ParameterStack, autocast
 
 #: Rows the module is run on to measure the cost of one row.
 PROBE_ROWS = 2
@@ -36,10 +36,13 @@ def bytes_per_row(stack: ParameterStack, sample: torch.Tensor) -> int:
     :func:`torch.inference_mode`) with a forward hook on every submodule. The estimate per
     row is::
 
-        input + S * (module outputs) + S * n_outputs * 8 * FLOAT64_OUTPUTS
+        input + R * (module outputs) + S * n_outputs * 8 * FLOAT64_OUTPUTS
 
-    divided by the number of rows of ``sample``, where S is the number of members, "module
-    outputs" the bytes (``numel * element_size``) of every tensor returned by a submodule,
+    divided by the number of rows of ``sample``, where S is the number of members, R the
+    members resident on the device at once (:attr:`ParameterStack.resident_members`: S,
+    or the size of a group when the stack moves its members to the device in groups: the
+    activations of one group are freed before the next group runs), "module outputs" the
+    bytes (``numel * element_size``) of every tensor returned by a submodule,
     each storage counted once (so the output of a container, a view such as ``Flatten`` or
     an in-place ``ReLU`` adds nothing new), and the last term the float64 logits and
     log-probabilities that prediction makes of the ``n_outputs`` values per row. The input is
@@ -51,10 +54,13 @@ def bytes_per_row(stack: ParameterStack, sample: torch.Tensor) -> int:
     other hand every output is counted as if it were alive until the end of the forward pass,
     whereas under inference mode a layer's output is freed once the next layer has read it.
 
-    Counting every member is right for the vectorised path
-    (:meth:`ParameterStack.forward` with vmap), which holds the activations of all S members
+    The template runs under the stack's ``precision`` (:func:`autocast`), so activations
+    computed in bfloat16 or float16 count two bytes a value.
+
+    Counting every resident member is right for the vectorised path
+    (:meth:`ParameterStack.forward` with vmap), which holds the activations of all R members
     of a batch at once. The loop path runs one member at a time, so there the estimate is
-    conservative by up to a factor S; it is kept so, because which path runs depends on the
+    conservative by up to a factor R; it is kept so, because which path runs depends on the
     batch size, which this estimate decides.
 
     Parameters
@@ -90,7 +96,7 @@ def bytes_per_row(stack: ParameterStack, sample: torch.Tensor) -> int:
     handles = [module.register_forward_hook(count) for module in flags]
     try:
         template.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(stack.precision, stack.device):
             out = template(sample)
     finally:
         for handle in handles:
@@ -98,7 +104,7 @@ def bytes_per_row(stack: ParameterStack, sample: torch.Tensor) -> int:
         for module, training in flags.items():
             module.training = training
     float64_bytes = sum(t.numel() for t in _tensors(out)) * 8 * FLOAT64_OUTPUTS
-    total = input_bytes + stack.n_members * (output_bytes + float64_bytes)
+    total = input_bytes + stack.resident_members * output_bytes + stack.n_members * float64_bytes
     return max(1, math.ceil(total / n_rows))
 
 

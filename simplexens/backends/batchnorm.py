@@ -9,6 +9,7 @@ network). Here all members are run together, with one :func:`torch.func.vmap` ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .functional import ParameterStack
+from .functional import ParameterStack, autocast
 
 
 def batchnorm_layers(module: nn.Module) -> dict[str, _BatchNorm]:
@@ -28,7 +29,9 @@ def batchnorm_layers(module: nn.Module) -> dict[str, _BatchNorm]:
     }
 
 
-def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]) -> int:
+def recalibrate_batchnorm(
+    stack: ParameterStack, batches: Iterable[torch.Tensor], precision: str | None = None
+) -> int:
     """Recompute every member's BatchNorm running statistics from ``batches``, in place.
 
     The statistics are reset and then averaged over the batches with equal weight per batch
@@ -36,14 +39,22 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
     :func:`torch.optim.swa_utils.update_bn` computes it). Only the BatchNorm layers run in
     training mode, so dropout stays off, as at prediction. Members are evaluated as
     :meth:`ParameterStack.choose_strategy` decides for the first batch: all at once with
-    one vmap call per batch, or one after another (modules sharing the stack's memory).
+    one vmap call per batch, or one after another. A grouped stack
+    (:attr:`ParameterStack.is_grouped`) recalibrates one group of members at a time on its
+    device, over all the batches, and writes the group's statistics back to its storage
+    before the next group is copied.
 
     Parameters
     ----------
     stack : ParameterStack
         The members; their BatchNorm buffers are overwritten.
     batches : iterable of Tensor of shape (batch, ...)
-        Training inputs on the stack's device.
+        Training inputs on the stack's device. They are all read once per group, so they
+        are kept in a list for the duration of the call.
+    precision : {"float32", "bfloat16", "float16"} or None, default=None
+        Autocast setting of the forward passes; None: the stack's ``precision``, so that
+        the statistics describe the activations prediction computes. The running statistics
+        themselves stay in their own dtype (float32).
 
     Returns
     -------
@@ -55,8 +66,10 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
         return 0
     batches = list(batches)
     saved = {name: t.clone() for name, t in _statistics(stack, layers).items()}
+    precision = stack.precision if precision is None else precision
     try:
-        return _recalibrate(stack, layers, batches)
+        with autocast(precision, stack.device):
+            return _recalibrate(stack, layers, batches)
     except BaseException:
         # A failed recalibration leaves the statistics as they were.
         for name, t in saved.items():
@@ -66,24 +79,41 @@ def recalibrate_batchnorm(stack: ParameterStack, batches: Iterable[torch.Tensor]
 
 def _recalibrate(stack: ParameterStack, layers: dict, batches: list) -> int:
     _reset(stack, layers)
+    names = list(_statistics(stack, layers))
     vectorised = bool(batches) and stack.choose_strategy(batches[0]) == "vmap"
     if vectorised:
 
         def call(tensors, x):
             return functional_call(stack.template, tensors, (x,))
 
+        def vectorised_group(members, tensors):
+            forward = vmap(call, in_dims=(0, None))
+            _average_over(layers, batches, lambda x: forward(tensors, x))
+            stack.store(members, tensors, names)
+
         try:
-            _average_over(
-                layers, batches, lambda x: vmap(call, in_dims=(0, None))(stack.tensors, x)
-            )
+            stack.map_groups(vectorised_group)
             return len(batches)
         except RuntimeError:  # a module vmap cannot run: one member after another
             _reset(stack, layers)
-    for replica in stack.replicas():
-        _average_over(batchnorm_layers(replica), batches, replica)
+    if stack.is_grouped:
+        stack.map_groups(functools.partial(_loop_group, stack, layers, batches, names))
+    else:
+        for replica in stack.replicas():
+            _average_over(batchnorm_layers(replica), batches, replica)
     if vectorised:
         stack.prefer_loop()  # only now that the loop has worked
     return len(batches)
+
+
+def _loop_group(stack: ParameterStack, layers: dict, batches: list, names, members, tensors):
+    """Recalibrate a group one member at a time, through the template (no module copies)."""
+    for j in range(members.stop - members.start):
+        member = {name: t[j] for name, t in tensors.items()}
+        _average_over(
+            layers, batches, lambda x, m=member: functional_call(stack.template, m, (x,))
+        )
+    stack.store(members, tensors, names)
 
 
 def _statistics(stack: ParameterStack, layers: dict) -> dict:

@@ -126,9 +126,11 @@ class AnchorPoints(torch.autograd.Function):
     @staticmethod
     def forward(weights, frozen, trainable):
         k = frozen.shape[0]
-        # reshape, not flatten(1): a scalar parameter's anchors have shape (K,).
-        flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
-        flat.addmm_(weights[:, k:], trainable.reshape(len(trainable), -1))
+        # The points are parameters: computed in their own dtype, outside any autocast.
+        with torch.autocast(weights.device.type, enabled=False):
+            # reshape, not flatten(1): a scalar parameter's anchors have shape (K,).
+            flat = torch.mm(weights[:, :k], frozen.reshape(k, -1))
+            flat.addmm_(weights[:, k:], trainable.reshape(len(trainable), -1))
         return flat.reshape(len(weights), *trainable.shape[1:])
 
     @staticmethod

@@ -147,6 +147,8 @@ class ESPROClassifier(BaseEnsembleClassifier):
         random_state=None,
         n_jobs=None,
         working_memory=None,
+        member_memory=None,
+        precision="float32",
         **kwargs,
     ):
         store_parameters(self, locals())

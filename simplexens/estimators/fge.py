@@ -86,6 +86,8 @@ class FGEClassifier(BaseEnsembleClassifier):
         random_state=None,
         n_jobs=None,
         working_memory=None,
+        member_memory=None,
+        precision="float32",
         **kwargs,
     ):
         store_parameters(self, locals())

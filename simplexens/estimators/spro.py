@@ -20,7 +20,6 @@ from .._docs import fill_doc
 from .._params import Boolean, Integer, Options, Real
 from ..backends.batching import batch_size_for, batch_slices
 from ..backends.batchnorm import recalibrate_batchnorm
-from ..backends.functional import ParameterStack
 from ..backends.parallel import member_seeds
 from ..backends.skorch import fit_complex
 from ..geometry.complex import WEIGHTINGS, connector_complex, sample_complex
@@ -166,6 +165,8 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         random_state=None,
         n_jobs=None,
         working_memory=None,
+        member_memory=None,
+        precision="float32",
         **kwargs,
     ):
         store_parameters(self, locals())
@@ -335,7 +336,7 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         log_v = self.complex_log_volumes_[n_connectors - 1]
         weights = self._draw_points(complex_, log_v, n_samples, n_connectors)
         members = anchor_members(anchors, weights, self.mode_buffers_[0])
-        stack = ParameterStack.from_members(self.members_.template, members, self.device)
+        stack = self._stack(self.members_.template, members)
         X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
         if self.recalibrate_bn:
             recalibrate_batchnorm(stack, self._batches(X, np.arange(len(X)), stack))

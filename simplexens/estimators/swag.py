@@ -20,8 +20,59 @@ COVARIANCES = ("full", "diagonal", "none")
 COLLECT_EVERY = Integer(1, none=True)
 
 
+class SWAPhaseMixin:
+    """The SWA phase shared by SWAG and subspace inference: the parameters ``swa_start``,
+    ``swa_lr``, ``max_rank``, ``collect_every`` and ``stats_on_cpu``, checked and resolved."""
+
+    def _check_swa_params(self):
+        if not (self.collect_every == "auto" and isinstance(self.collect_every, str)):
+            try:
+                COLLECT_EVERY.check("collect_every", self.collect_every)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(
+                    f"collect_every must be an integer >= 1, None or 'auto', got "
+                    f"{self.collect_every!r}."
+                ) from None
+        if self.swa_start >= self.max_epochs:
+            raise ValueError(
+                f"swa_start ({self.swa_start}) must be below max_epochs ({self.max_epochs}): "
+                "the SWA phase is the epochs after swa_start and needs at least one."
+            )
+
+    def _swa_settings(self, data) -> dict:
+        """The ``swa`` argument of :func:`~simplexens.backends.skorch.fit_swag`."""
+        return dict(
+            swa_start=self.swa_start,
+            swa_lr=float(self.swa_lr),
+            max_rank=self.max_rank,
+            collect_every=self._collect_steps(data),
+            at_least_once=self.collect_every == "auto",
+            stats_device="cpu" if self.stats_on_cpu else None,
+            expected_collections=self._collections(data),
+        )
+
+    def _swa_steps(self, data) -> int:
+        """Training steps of the SWA phase."""
+        step, drop = self._training_loader(data)
+        n_batches = len(data.rows) // step if drop else -(-len(data.rows) // step)
+        return (self.max_epochs - self.swa_start) * n_batches
+
+    def _collect_steps(self, data):
+        """``collect_every`` resolved: steps between collections, or None (every epoch)."""
+        if self.collect_every == "auto" and isinstance(self.collect_every, str):
+            return max(1, self._swa_steps(data) // self.max_rank)
+        return self.collect_every
+
+    def _collections(self, data):
+        """How many times the schedule collects weights (bounds the deviation buffer)."""
+        every = self._collect_steps(data)
+        if every is None:
+            return self.max_epochs - self.swa_start
+        return self._swa_steps(data) // every
+
+
 @fill_doc
-class SWAGClassifier(BaseEnsembleClassifier):
+class SWAGClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
     """SWAG: a Gaussian over weights fitted to the SGD trajectory; MultiSWAG with several.
 
     Each of ``n_modes`` runs trains the module for ``max_epochs`` epochs: ``swa_start``
@@ -139,6 +190,8 @@ class SWAGClassifier(BaseEnsembleClassifier):
         random_state=None,
         n_jobs=None,
         working_memory=None,
+        member_memory=None,
+        precision="float32",
         **kwargs,
     ):
         store_parameters(self, locals())
@@ -157,30 +210,10 @@ class SWAGClassifier(BaseEnsembleClassifier):
     }
 
     def _check_method_params(self):
-        if not (self.collect_every == "auto" and isinstance(self.collect_every, str)):
-            try:
-                COLLECT_EVERY.check("collect_every", self.collect_every)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(
-                    f"collect_every must be an integer >= 1, None or 'auto', got "
-                    f"{self.collect_every!r}."
-                ) from None
-        if self.swa_start >= self.max_epochs:
-            raise ValueError(
-                f"swa_start ({self.swa_start}) must be below max_epochs ({self.max_epochs}): "
-                "the SWA phase is the epochs after swa_start and needs at least one."
-            )
+        self._check_swa_params()
 
     def _fit_members(self, spec, data, rng):
-        swa = dict(
-            swa_start=self.swa_start,
-            swa_lr=float(self.swa_lr),
-            max_rank=self.max_rank,
-            collect_every=self._collect_steps(data),
-            at_least_once=self.collect_every == "auto",
-            stats_device="cpu" if self.stats_on_cpu else None,
-            expected_collections=self._collections(data),
-        )
+        swa = self._swa_settings(data)
         fitted = self._fitted_count(data, "n_modes")
         seeds = member_seeds(rng, self.n_modes - fitted)
         inits = data.init or [None] * len(seeds)
@@ -223,25 +256,6 @@ class SWAGClassifier(BaseEnsembleClassifier):
     def _planned_epochs(self):
         before = self.swa_start if self.init_modes is None else 0
         return self.n_modes * (self.max_epochs - self.swa_start + before)
-
-    def _swa_steps(self, data) -> int:
-        """Training steps of the SWA phase."""
-        step, drop = self._training_loader(data)
-        n_batches = len(data.rows) // step if drop else -(-len(data.rows) // step)
-        return (self.max_epochs - self.swa_start) * n_batches
-
-    def _collect_steps(self, data):
-        """``collect_every`` resolved: steps between collections, or None (every epoch)."""
-        if self.collect_every == "auto" and isinstance(self.collect_every, str):
-            return max(1, self._swa_steps(data) // self.max_rank)
-        return self.collect_every
-
-    def _collections(self, data):
-        """How many times the schedule collects weights (bounds the deviation buffer)."""
-        every = self._collect_steps(data)
-        if every is None:
-            return self.max_epochs - self.swa_start
-        return self._swa_steps(data) // every
 
     def _divergence_advice(self):
         return f"Try a lower swa_lr (now {self.swa_lr}) or scale (now {self.scale})."

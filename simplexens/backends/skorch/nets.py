@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, Checkpoint, EpochScoring, TrainEndCheckpoint
-from skorch.dataset import Dataset, ValidSplit
+from skorch.dataset import Dataset, ValidSplit, unpack_data
+from skorch.utils import TeeGenerator
 from torch.utils.data import Subset
 
 from ...exceptions import DivergenceError
 from ..devices import resolve_member_device
-from ..functional import module_tensors
+from ..functional import autocast, autocast_dtype, module_tensors
 from ..progress import Progress
 from ..rows import INPUT_KEY, WEIGHT_KEY, DatasetRows, WeightedRows
 
@@ -368,15 +369,108 @@ class MemberNet(NeuralNet):
       Dask worker, only the place the interrupt was raised decides).
     - Weights that are not finite after training raise :class:`DivergenceError`.
 
+    And one option, mixed precision (``precision``): the forward pass and the loss of every
+    training, validation and evaluation step run under :func:`torch.autocast`; the backward
+    pass and the optimiser step run outside it, on the float32 parameters (the recipe of
+    :mod:`torch.amp`).
+
     Parameters
     ----------
     phase_at : callable, optional
         Maps an epoch number (1-based) to the :class:`Phase` it belongs to; for messages.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        ``"float32"``: no autocast, skorch's own steps. ``"bfloat16"``: autocast in
+        bfloat16, which has float32's exponent range, so no loss scaling. ``"float16"``:
+        autocast in float16 with a :class:`torch.amp.GradScaler` on the training device
+        (``grad_scaler_``, made by :meth:`initialize`): the loss is scaled before the
+        backward pass so that small gradients do not underflow float16's range (on any
+        device: the range is the format's), the gradients are unscaled before the
+        ``on_grad_computed`` callbacks (gradient clipping sees true values) and a step whose
+        gradients are not finite is skipped. The scaler reads one flag from the device per
+        step (its own host sync) and needs an optimiser stepping without a closure (not
+        LBFGS). The parameters, the optimiser state and the loss stay float32; outputs
+        (``y_pred``) are handed to callbacks in float32.
     """
 
-    def __init__(self, *args, phase_at=None, **kwargs):
+    def __init__(self, *args, phase_at=None, precision="float32", **kwargs):
         super().__init__(*args, **kwargs)
         self.phase_at = phase_at
+        self.precision = precision
+
+    def initialize(self):
+        """Initialise as skorch does; check ``precision`` and make ``grad_scaler_``."""
+        dtype = autocast_dtype(self.precision)
+        super().initialize()
+        self.amp_device_ = _module_device(self.module_, self.device).type
+        autocast(self.precision, self.amp_device_)  # the device must support autocast
+        scaled = dtype is torch.float16
+        self.grad_scaler_ = torch.amp.GradScaler(self.amp_device_) if scaled else None
+        return self
+
+    def _autocast(self):
+        device = getattr(self, "amp_device_", None)  # None: not initialised, skorch says so
+        return contextlib.nullcontext() if device is None else autocast(self.precision, device)
+
+    def train_step_single(self, batch, **fit_params):
+        """Forward pass and loss under autocast, backward pass (of the scaled loss for
+        float16) outside it."""
+        if self.precision == "float32":
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        with self._autocast():
+            y_pred = self.infer(Xi, **fit_params)
+            loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        scaler = self.grad_scaler_
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        return {"loss": loss, "y_pred": self._full_precision(y_pred)}
+
+    def train_step(self, batch, **fit_params):
+        """skorch's step; with float16's scaler, ``scaler.step`` in place of the optimisers'
+        ``step``, then ``scaler.update()``."""
+        scaler = self.grad_scaler_
+        if scaler is None:
+            return super().train_step(batch, **fit_params)
+        accumulator = self.get_train_step_accumulator()
+        self._zero_grad_optimizer()
+        accumulator.store_step(self.train_step_single(batch, **fit_params))
+        optimizers = [getattr(self, name + "_") for name in self._optimizers]
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+        for optimizer in optimizers:
+            scaler.step(optimizer)
+        scaler.update()
+        return accumulator.get_step()
+
+    def validation_step(self, batch, **fit_params):
+        """skorch's validation step, under autocast."""
+        with self._autocast():
+            step = super().validation_step(batch, **fit_params)
+        return {**step, "y_pred": self._full_precision(step["y_pred"])}
+
+    def evaluation_step(self, batch, training=False):
+        """skorch's evaluation step (``forward``, ``predict``), under autocast; outputs in
+        float32."""
+        with self._autocast():
+            return self._full_precision(super().evaluation_step(batch, training=training))
+
+    def _full_precision(self, output):
+        """Tensors computed in the autocast dtype, cast to float32 (numpy has no bfloat16);
+        tuples, lists and dicts of them likewise."""
+        low = autocast_dtype(self.precision)
+        if isinstance(output, torch.Tensor):
+            return output.float() if low is not None and output.dtype == low else output
+        if type(output) in (tuple, list):
+            return type(output)(self._full_precision(o) for o in output)
+        if isinstance(output, dict):
+            return {k: self._full_precision(v) for k, v in output.items()}
+        return output
 
     def notify(self, method_name, **cb_kwargs):
         try:
@@ -476,7 +570,9 @@ def make_net(
     ``seed``, unless the caller routed another through ``iterator_train__generator``.
     ``phase`` names the member and phase in error messages (``phase_at``, a function of the
     epoch, overrides it there for a net spanning two phases) and carries the progress handle
-    the net reports to. ``extra`` goes to ``net_class``.
+    the net reports to. ``extra`` goes to ``net_class``. ``net_kwargs`` may hold
+    ``precision`` (``"float32"``, ``"bfloat16"`` or ``"float16"``): mixed-precision
+    training, see :class:`MemberNet`.
     """
     phase = phase or default_phase(net_kwargs)
     phase_at = phase_at or functools.partial(_constant, phase)
@@ -533,6 +629,14 @@ def training_batches(net, X, y) -> int:
     """Number of training steps per epoch of an initialised net on (X, y)."""
     dataset, _ = net.get_split_datasets(*net_inputs(X, y))
     return len(net.get_iterator(dataset, training=True))
+
+
+def _module_device(module: torch.nn.Module, device) -> torch.device:
+    """The device a net computes on: its ``device`` setting, or (None) its module's."""
+    if device is not None:
+        return torch.device(device)
+    first = next(iter(module_tensors(module).values()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _constant(value, *args):
