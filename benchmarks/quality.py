@@ -28,6 +28,12 @@ SWAG collecting once per epoch (the former default) and about ``max_rank`` times
 SWA phase (``collect_every="auto"``, the default), at two SWA learning rates.
 
     python benchmarks/quality.py --suite swag [--seeds 3] [--epochs 30]
+
+``--suite subspace`` compares SGD, SWA, SWAG and subspace inference (elliptical slice
+sampling in a random, a PCA and a curve subspace) at the same budget on the same two
+datasets.
+
+    python benchmarks/quality.py --suite subspace [--seeds 3] [--epochs 30]
 """
 
 import argparse
@@ -47,6 +53,7 @@ from simplexens import (
     ESPROClassifier,
     FGEClassifier,
     SPROClassifier,
+    SubspaceClassifier,
     SWAGClassifier,
 )
 from simplexens.metrics import evaluate
@@ -251,6 +258,68 @@ def swag_models(epochs):
     return table
 
 
+def subspace_models(epochs):
+    """SGD, SWA, SWAG and subspace inference (ESS in a random, PCA and curve subspace).
+
+    All but the curve spend ``epochs + epochs // 2`` epochs: a cosine-scheduled mode, then a
+    SWA phase at a constant rate (SGD: one network, the cosine over all of them). The curve
+    subspace needs a curve: two modes of ``epochs`` and ``epochs // 2`` curve epochs, which
+    its ``epochs_spent_`` counts.
+    """
+    common = dict(lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4, batch_size=64)
+    total = epochs + epochs // 2
+    swa = dict(swa_start=epochs, max_epochs=total, swa_lr=0.03, callbacks=cosine(epochs))
+
+    def sgd(seed, X, y):
+        return DeepEnsembleClassifier(
+            MLP, n_estimators=1, max_epochs=total, callbacks=cosine(total), random_state=seed,
+            **common,
+        ).fit(X, y)  # fmt: skip
+
+    def swag(covariance):
+        def fit(seed, X, y):
+            return SWAGClassifier(
+                MLP, covariance=covariance, random_state=seed, **swa, **common
+            ).fit(X, y)
+
+        return fit
+
+    def subspace(kind):
+        def fit(seed, X, y):
+            return SubspaceClassifier(
+                MLP, subspace=kind, rank=5, random_state=seed, **swa, **common
+            ).fit(X, y)
+
+        return fit
+
+    def curve_subspace(seed, X, y):
+        curve = CurveClassifier(
+            MLP, max_epochs=epochs, callbacks=cosine(epochs), curve_epochs=epochs // 2,
+            curve_lr=0.05, random_state=seed, **common,
+        ).fit(X, y)  # fmt: skip
+        model = SubspaceClassifier(MLP, subspace="curve", init_modes=curve, random_state=seed)
+        model.set_params(**common).fit(X, y)
+        model.epochs_spent_ += curve.epochs_spent_  # the curve's budget counts
+        return model
+
+    def curve_control(seed, X, y):  # two networks, the curve's budget: its gain may be theirs
+        each = epochs + epochs // 4
+        return DeepEnsembleClassifier(
+            MLP, n_estimators=2, max_epochs=each, callbacks=cosine(each), random_state=seed,
+            **common,
+        ).fit(X, y)  # fmt: skip
+
+    return {
+        "SGD": sgd,
+        "SWA": swag("none"),
+        "SWAG": swag("full"),
+        "subspace random, ESS": subspace("random"),
+        "subspace PCA, ESS": subspace("pca"),
+        "subspace curve, ESS": curve_subspace,
+        f"DeepEnsemble(2), the curve's budget ({epochs + epochs // 4}/member)": curve_control,
+    }
+
+
 def run_suite(models, seeds, epochs):
     results = {}
     for seed in range(seeds):
@@ -279,11 +348,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--suite", choices=("methods", "connectivity", "swag"), default="methods")
+    suites = {"connectivity": connectivity_models, "swag": swag_models}
+    suites["subspace"] = subspace_models
+    parser.add_argument("--suite", choices=("methods", *suites), default="methods")
     args = parser.parse_args()
-    if args.suite in ("connectivity", "swag"):
-        models = connectivity_models if args.suite == "connectivity" else swag_models
-        run_suite(models, args.seeds, args.epochs)
+    if args.suite in suites:
+        run_suite(suites[args.suite], args.seeds, args.epochs)
         return
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(

@@ -6,6 +6,7 @@ from .estimators import (
     ESPROClassifier,
     FGEClassifier,
     SPROClassifier,
+    SubspaceClassifier,
     SWAGClassifier,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "FGEClassifier",
     "SPROClassifier",
     "SWAGClassifier",
+    "SubspaceClassifier",
 ]
 __version__ = "0.1.0.dev0"

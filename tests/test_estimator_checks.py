@@ -9,6 +9,7 @@ from simplexens import (
     ESPROClassifier,
     FGEClassifier,
     SPROClassifier,
+    SubspaceClassifier,
     SWAGClassifier,
 )
 
@@ -56,6 +57,18 @@ ESTIMATORS = [
         max_epochs=15,
         curve_epochs=2,
         lr=0.1,
+        batch_size=32,
+        random_state=0,
+    ),
+    SubspaceClassifier(
+        MLP,
+        rank=2,
+        max_rank=5,
+        n_predict_samples=3,
+        swa_start=10,
+        max_epochs=15,
+        lr=0.1,
+        swa_lr=0.05,
         batch_size=32,
         random_state=0,
     ),

@@ -5,6 +5,7 @@ from .deep_ensemble import DeepEnsembleClassifier
 from .espro import ESPROClassifier
 from .fge import FGEClassifier
 from .spro import SPROClassifier
+from .subspace import SubspaceClassifier
 from .swag import SWAGClassifier
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "FGEClassifier",
     "SPROClassifier",
     "SWAGClassifier",
+    "SubspaceClassifier",
 ]
