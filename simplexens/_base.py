@@ -8,6 +8,7 @@ Bayesian model average of the members' softmax probabilities.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -40,7 +41,7 @@ from ._params import (
     check_routed_names,
     check_routed_scalars,
 )
-from ._warm import WarmState, check_growth, continued_rng, counts_of, fingerprint
+from ._warm import WarmState, check_growth, continued_rng, counts_of, fingerprint, spec_hash
 from .backends.batching import batch_size_for, batch_slices
 from .backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .backends.functional import PRECISIONS, ParameterStack, module_tensors
@@ -375,29 +376,45 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.input_shape_ = data.X.shape[1:]
         self.classes_ = data.classes
         self.module_spec_ = spec
-        self._warm_ = WarmState(rng, split_seed, fingerprint(data.X, data.y, data.classes), {})
+        data_hash = fingerprint(data.X, data.y, data.classes)
+        self._warm_ = WarmState(copy.deepcopy(rng), split_seed, data_hash, {}, spec_hash(spec))
         self._set_fitted(stack, result, int(result.epochs_spent))
         return self
 
     def _fit_more(self, X, y, sample_weight, recalibration_X):
-        """A warm refit: train what the raised counts add, keep the rest (see ``fit``)."""
+        """A warm refit: train what the raised counts add, keep the rest (see ``fit``).
+
+        A failure leaves the fitted state as it was (the input checks' ``n_features_in_``
+        and ``feature_names_in_`` included).
+        """
+        checked = ("n_features_in_", "feature_names_in_")
+        kept = {k: vars(self)[k] for k in checked if k in vars(self)}
+        try:
+            self._grow(X, y, sample_weight, recalibration_X)
+        except BaseException:
+            for name in checked:
+                vars(self).pop(name, None)
+            vars(self).update(kept)
+            raise
+        return self
+
+    def _grow(self, X, y, sample_weight, recalibration_X) -> None:
         self._check_params()
         data = self._validate_training_data(X, y, sample_weight, recalibration_X)
-        state = self._warm_
-        growth = check_growth(self, state, fingerprint(data.X, data.y, data.classes))
-        if all(now == fitted for fitted, now in growth.values()):
-            return self
         spec, template = self._module_recipe(data)
+        state = self._warm_
+        growth = check_growth(self, state, fingerprint(data.X, data.y, data.classes), spec)
+        if all(now == fitted for fitted, now in growth.values()):
+            return
         rng = continued_rng(state)
-        data, _ = self._plan_batches(data, template, rng, state.split_seed)
+        data, split_seed = self._plan_batches(data, template, rng, state.split_seed)
         result, stack = self._train(spec, template, data, rng, warm=growth)
-        if result.appended:
-            old = [self.members_.member(i) for i in range(self.n_members_)]
-            new = [stack.member(i) for i in range(stack.n_members)]
+        if result.appended:  # on the CPU: the two stacks may live on different devices
+            old = [self.members_.member(i, device="cpu") for i in range(self.n_members_)]
+            new = [stack.member(i, device="cpu") for i in range(stack.n_members)]
             stack = self._stack(template, old + new)
         self._set_fitted(stack, result, self.epochs_spent_ + int(result.epochs_spent))
-        state.rng = rng
-        return self
+        state.rng, state.split_seed = rng, split_seed
 
     def _train(self, spec, template, data, rng, init=None, warm=None):
         """Train (``_fit_members``), stack, recalibrate and check: ``(result, stack)``."""
@@ -432,7 +449,11 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.epochs_spent_ = epochs_spent
         vars(self).update(result.attributes)
         if hasattr(self, "_warm_"):
-            self._warm_.counts = counts_of(self)
+            self._warm_.counts = self._fitted_counts()
+
+    def _fitted_counts(self) -> dict:
+        """The counts a warm refit compares against (those just fitted)."""
+        return counts_of(self)
 
     #: Counts that a warm refit may raise, and counts it must find unchanged (with the reason).
     _growable: ClassVar[tuple] = ()

@@ -58,13 +58,15 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         unweighted.
     warm_start : bool, default=False
         As in scikit-learn's ensembles: refitting a fitted estimator on the same data after
-        raising {growable} trains only what is new; what was fitted stays bit-identical,
+        raising {growable} trains only what is new; what was trained stays bit-identical
+        (members, and ESPRO's vertices and SPRO's connectors; ESPRO's points when
+        ``n_vertices`` grows, and SPRO's, are drawn anew over the grown simplexes),
         ``epochs_spent_`` grows by what the refit spends, and new members draw their seeds
         where the earlier ones stopped (and hold out the same validation rows). Lowering a
-        count, or other data (rows, labels or weights; for a Dataset, its length and
-        labels), is a ``ValueError``; refitting without raising a count warns and trains
-        nothing. ``init_modes`` acts in the first fit only. A failed refit keeps the fitted
-        state.
+        count, other data (rows, labels or weights; for a Dataset, its length and labels)
+        or another module, is a ``ValueError``; refitting without raising a count warns and
+        trains nothing. ``init_modes`` acts in the first fit only. A failed refit keeps the
+        fitted state.
     random_state : int, RandomState instance or None, default=None
         Seeds every member's initial weights, data order and sampling. The same value gives
         the same predictions; across ``n_jobs`` settings they agree up to float rounding

@@ -44,20 +44,24 @@ def training_rows(X, y, owner: str) -> tuple[DatasetRows, np.ndarray]:
     return rows, y
 
 
-def prediction_rows(X, input_shape: tuple, owner: str) -> DatasetRows:
-    """A Dataset or sparse ``X`` to predict on, checked against the fitted input shape."""
+def prediction_rows(X, input_shape: tuple, owner: str, name: str = "X") -> DatasetRows:
+    """A Dataset or sparse ``X`` to predict on, checked against the fitted input shape
+    (``name``: the argument, for messages)."""
     rows = DatasetRows(X)
     if rows.shape[1:] != tuple(input_shape):
         raise ValueError(
-            f"X has rows of shape {rows.shape[1:]}, but {owner} was fitted on rows of shape "
-            f"{tuple(input_shape)}."
+            f"{name} has rows of shape {rows.shape[1:]}, but the training inputs of {owner} "
+            f"have rows of shape {tuple(input_shape)}."
         )
-    check_rows(rows, owner)
+    check_rows(rows, owner, name)
     return rows
 
 
-def check_rows(rows: DatasetRows, owner: str) -> None:
-    """The first :data:`CHECK_ROWS` rows: one shape, at least 2-D as a batch, finite."""
+def check_rows(rows: DatasetRows, owner: str, name: str = "X") -> None:
+    """The first :data:`CHECK_ROWS` rows (all of a sparse matrix): one shape, at least 2-D
+    as a batch, finite."""
+    if sp.issparse(rows.source) and not np.isfinite(rows.source.data).all():
+        raise ValueError(f"Input {name} contains NaN or infinity (a sparse matrix).")
     first = rows[:CHECK_ROWS]
     if first.ndim < 2:
         raise ValueError(
@@ -65,7 +69,9 @@ def check_rows(rows: DatasetRows, owner: str) -> None:
             f"Dataset's x is a scalar"
         )
     if not np.isfinite(first).all():
-        raise ValueError("Input X contains NaN or infinity (in the first rows of the Dataset).")
+        raise ValueError(
+            f"Input {name} contains NaN or infinity (in the first rows of the Dataset)."
+        )
 
 
 def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.ndarray | None:
@@ -111,7 +117,7 @@ def recalibration_rows(X, input_shape: tuple, owner: str):
     if X is None:
         return None
     if is_row_source(X):
-        return prediction_rows(X, input_shape, owner)
+        return prediction_rows(X, input_shape, owner, "recalibration_X")
     X = check_array(X, dtype=np.float32, allow_nd=True, input_name="recalibration_X")
     if X.shape[1:] != tuple(input_shape):
         raise ValueError(

@@ -33,12 +33,15 @@ class WarmState:
     counts : dict of str to int
         The growable counts fitted (``n_estimators``, ``n_vertices``...), and those that
         must not change.
+    module : str
+        :func:`spec_hash` of the module recipe.
     """
 
     rng: np.random.RandomState
     split_seed: int | None
     fingerprint: str
     counts: dict
+    module: str = ""
 
 
 def fingerprint(X, y: np.ndarray, classes: np.ndarray) -> str:
@@ -51,20 +54,32 @@ def fingerprint(X, y: np.ndarray, classes: np.ndarray) -> str:
     return joblib.hash((rows, y, classes, weights))
 
 
+def spec_hash(spec) -> str:
+    """A hash of a module recipe: its class (an instance's class) and its arguments."""
+    module = spec.module if isinstance(spec.module, type) else type(spec.module)
+    return joblib.hash((module, spec.kwargs))
+
+
 def continued_rng(state: WarmState) -> np.random.RandomState:
     """A copy of the stored random state: a failed refit leaves the stored one as it was."""
     return copy.deepcopy(state.rng)
 
 
-def check_growth(estimator, state: WarmState, data_fingerprint: str) -> dict:
+def check_growth(estimator, state: WarmState, data_fingerprint: str, spec) -> dict:
     """``{count: (fitted, now)}`` of the estimator's growable counts, checked.
 
     Raises
     ------
     ValueError
-        If a count was lowered, a count that cannot grow changed, or the data differ.
+        If a count was lowered, a count that cannot grow changed, or the data or the module
+        differ.
     """
     name = type(estimator).__name__
+    if spec_hash(spec) != state.module:
+        raise ValueError(
+            f"warm_start=True adds members of the module {name} was fitted with; the module "
+            "or its module__* parameters changed. Set warm_start=False to fit anew."
+        )
     if data_fingerprint != state.fingerprint:
         raise ValueError(
             f"warm_start=True refits {name} on the data it was fitted on, to add members; "

@@ -211,7 +211,7 @@ def test_bad_dataset_fails_in_fit_with_a_clear_error(case):
 
 def test_predict_checks_the_dataset_shape():
     model = _make("deep_ensemble").fit(X, LABELS)
-    with pytest.raises(ValueError, match="fitted on rows of shape"):
+    with pytest.raises(ValueError, match="training inputs of DeepEnsembleClassifier have rows"):
         model.predict(Pairs(X[:, :4]))
     with pytest.raises(ValueError, match="NaN"):
         model.predict(Broken(lambda i: torch.full((6,), float("inf"))))
@@ -258,3 +258,28 @@ def test_recalibration_data_replaces_the_training_rows():
         torch.testing.assert_close(on_clean.members_.tensors[name], stack.tensors[name])
     with pytest.raises(ValueError, match="recalibration_X has rows of shape"):
         make().fit(AugmentingImages(X, LABELS), recalibration_X=X)
+
+
+def test_sparse_non_finite_values_anywhere_fail_in_fit():
+    bad = sp.lil_matrix(X)
+    bad[60, 2] = np.nan  # beyond the first rows that a Dataset's check reads
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        _make("deep_ensemble").fit(bad.tocsr(), LABELS)
+
+
+def test_subspace_reads_an_augmenting_dataset_once_for_its_likelihood():
+    """The samplers need a deterministic likelihood: an augmenting Dataset's rows are read
+    once into an array, so elliptical slice sampling runs as on arrays."""
+    from simplexens import SubspaceClassifier
+
+    data = Augmenting(X, LABELS)
+    model = SubspaceClassifier(
+        MLP, rank=2, max_epochs=4, swa_start=2, swa_lr=0.05, n_predict_samples=4, batch_size=16,
+        random_state=0,
+    ).fit(data)  # fmt: skip
+    assert np.isfinite(model.predict_proba(X)).all()
+    # 4 training epochs, one read for the likelihood, the first rows' checks and the
+    # divergence probe; a read per likelihood evaluation would be far more
+    n_evaluations = model.ess_shrinks_.size + int(model.ess_shrinks_.sum())
+    assert n_evaluations > 10
+    assert data.reads < 6 * len(X) + 2 * 256

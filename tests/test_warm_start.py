@@ -162,3 +162,47 @@ def test_warm_start_survives_pickle_and_not_clone():
         warnings.simplefilter("error")
         fresh.fit(X, Y)
     assert fresh.epochs_spent_ == 2 * 2
+
+
+def test_changed_sample_count_module_or_width_is_an_error_before_training():
+    espro = _espro().fit(X, Y)
+    with pytest.raises(ValueError, match="cannot change n_predict_samples"):
+        espro.set_params(n_modes=2, n_predict_samples=3).fit(X, Y)
+    swag = SWAGClassifier(MLP, n_modes=1, swa_start=1, n_predict_samples=2, **COMMON).fit(X, Y)
+    with pytest.raises(ValueError, match="cannot change covariance"):
+        swag.set_params(n_modes=2, covariance="diagonal").fit(X, Y)
+    model = DeepEnsembleClassifier(MLP, n_estimators=1, module__hidden=16, **COMMON).fit(X, Y)
+    with pytest.raises(ValueError, match="module"):
+        model.set_params(n_estimators=2, module__hidden=32).fit(X, Y)
+    model.set_params(module__hidden=16)
+    with pytest.raises(ValueError, match="module or its module__"):  # n_features_in changed
+        model.fit(np.hstack([X, X]), Y)
+    assert model.n_features_in_ == 6  # the failed refits kept the fitted state
+    assert model.predict_proba(X).shape == (len(X), 3)
+
+
+def test_unseeded_estimators_grow_with_different_seeds():
+    """random_state=None: each estimator continues its own random state, not a shared one."""
+    params = {**COMMON, "random_state": None}
+    a = DeepEnsembleClassifier(MLP, n_estimators=1, **params).fit(X, Y)
+    b = DeepEnsembleClassifier(MLP, n_estimators=1, **params).fit(X, Y)
+    a.set_params(n_estimators=2).fit(X, Y)
+    b.set_params(n_estimators=2).fit(X, Y)
+    new_a, new_b = a.members_.member(1), b.members_.member(1)
+    assert any(not torch.equal(new_a[k], new_b[k]) for k in new_a)
+
+
+def test_fge_counts_the_snapshots_taken_after_early_stopping():
+    from skorch.callbacks import EarlyStopping
+
+    model = FGEClassifier(
+        MLP, n_snapshots=6, cycle_length=1,
+        callbacks=[EarlyStopping(monitor="train_loss", patience=1, threshold=10.0)], **COMMON,
+    )  # fmt: skip
+    with pytest.warns(UserWarning):
+        model.fit(X, Y)
+    taken = model.n_members_
+    assert taken < 6
+    model.set_params(n_snapshots=taken + 2, callbacks=None).fit(X, Y)
+    assert model.n_members_ == taken + 2
+    assert len(model.snapshot_steps_) == taken + 2

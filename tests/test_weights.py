@@ -157,3 +157,15 @@ def test_bad_weights_fail_in_fit(case):
         model.fit(X, Y, **fit_params)
     with pytest.raises(NotFittedError):
         model.predict(X)
+
+
+def test_weights_with_a_predefined_validation_dataset():
+    """A validation Dataset given as is has no weights: its loss is the plain mean."""
+    from skorch.dataset import Dataset as SkorchDataset
+    from skorch.helper import predefined_split
+
+    split = predefined_split(SkorchDataset(X[:40], Y[:40]))
+    model = _small(DeepEnsembleClassifier, train_split=split)
+    model.fit(X, Y, sample_weight=np.ones(len(Y)))
+    plain = _small(DeepEnsembleClassifier, train_split=split).fit(X, Y)
+    assert_allclose(model.predict_proba(X), plain.predict_proba(X), rtol=0, atol=0)

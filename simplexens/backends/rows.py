@@ -73,7 +73,7 @@ class DatasetRows:
         ):
             raise TypeError(
                 f"a {type(source).__name__} has no len() or item access; only map-style "
-                "Datasets are supported (wrap an IterableDataset's items in a list)"
+                "Datasets are supported (e.g. a torch TensorDataset of the items)"
             )
         self.source = source.tocsr() if sp.issparse(source) else source
         self.labelled = labelled

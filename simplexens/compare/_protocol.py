@@ -14,6 +14,7 @@ from .. import (
     SPROClassifier,
     SWAGClassifier,
 )
+from .._base import SKORCH_PASSTHROUGH
 from ..backends.skorch import cosine_schedule
 from ..datasets import MLP
 
@@ -119,7 +120,7 @@ def check_params(params, methods):
             raise ValueError(f"parameters of {method!r} must be a dict, got {values!r}")
         known = _CLASSES[method](MLP).get_params(deep=False)
         for name in values:
-            if name not in known and "__" not in name:
+            if name not in known and "__" not in name and name not in SKORCH_PASSTHROUGH:
                 raise ValueError(
                     f"{_CLASSES[method].__name__} ({method}) has no parameter {name!r}"
                 )

@@ -181,6 +181,8 @@ class ESPROClassifier(BaseEnsembleClassifier):
     _member_name = "mode"
 
     _growable = ("n_modes", "n_vertices")
+    _fixed_when_warm = ("n_predict_samples",)
+    _fixed_when_warm_reason = "the fitted simplexes keep their points."
 
     def _n_trained(self):
         return self.n_modes

@@ -109,6 +109,10 @@ class FGEClassifier(BaseEnsembleClassifier):
     _member_name = "network"
     _growable = ("n_snapshots",)
 
+    def _fitted_counts(self):
+        # The snapshots taken: fewer than asked when a callback ended the cycles early.
+        return {"n_snapshots": self.n_members_}
+
     _init_count_name = "the network its cycles start from"
 
     def _n_trained(self):

@@ -16,6 +16,7 @@ from .._params import Boolean, Integer, Options, Real
 from ..backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from ..backends.functional import ParameterStack, module_tensors
 from ..backends.parallel import member_seeds, private_rng
+from ..backends.rows import DatasetRows, WeightedRows
 from ..backends.skorch import fit_swag
 from ..backends.subspace import elliptical_slice_sampling, fit_gaussian_vi
 from ..geometry.subspace import curve_basis, flatten, pca_basis, random_basis, unflatten
@@ -49,7 +50,10 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
     ``prior_scale``, T = ``temperature``, the log-likelihood summed over all training rows
     (in batches, every z of a step evaluated at once through the member stack). The
     BatchNorm statistics in the likelihood are those of ŵ, recalibrated once; prediction
-    recalibrates them for every sample. With ``sampler="ess"``, elliptical slice sampling
+    recalibrates them for every sample (both on ``recalibration_X`` when ``fit`` gets it).
+    A Dataset's training rows are read once into an array for the likelihood: the samplers
+    need the same likelihood at every evaluation, which augmentation would break. With
+    ``sampler="ess"``, elliptical slice sampling
     runs ``n_chains`` chains from z = 0 for ``burn_in`` steps, then keeps every ``thin``-th
     state until it has ``n_predict_samples`` samples; each step costs one pass over the
     training data per shrinkage (``ess_shrinks_``), all chains at once. With
@@ -75,7 +79,8 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
     prior_scale : float, default=1.0
         σ of the prior N(0, σ² I) on z.
     temperature : float or None, default=None
-        T, dividing the log-likelihood. None: the number of training rows, so that the
+        T, dividing the log-likelihood. None: the number of training rows (the sum of their
+        weights with ``sample_weight`` or ``class_weight``), so that the
         likelihood is the mean per row and the posterior keeps the spread the prior gives
         the subspace's scaled directions, whatever the data size. T = 1 is the untempered
         posterior. The paper tempers the likelihood as well. Measured on two non-digits sets
@@ -120,6 +125,7 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
     subspace_basis_ : Tensor of shape (rank, P)
         P, one direction per row (float64, CPU).
     posterior_samples_ : ndarray of shape (n_predict_samples, rank)
+        (``rank`` is 2 for ``"curve"``.)
         The samples of z the members are.
     ess_shrinks_ : ndarray or None
         ESS: the shrinkage steps of every step of every chain (diagnostic).
@@ -254,8 +260,11 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
         space = _Space(template, names, shift, basis, buffers, self.device)
         if self.recalibrate_bn and batchnorm_layers(template):
             space.buffers = self._recalibrated(space, data)
-        temperature = float(self.temperature or len(data.rows))
-        log_likelihood = self._log_likelihood(space, data, temperature)
+        inputs = _likelihood_inputs(data)
+        weights = inputs[3]
+        n = len(inputs[2]) if weights is None else float(weights[inputs[2]].sum())
+        temperature = float(self.temperature or n)
+        log_likelihood = self._log_likelihood(space, inputs, temperature)
         generator = torch.Generator(self.device).manual_seed(seed)
         samples, diagnostics = self._sample(log_likelihood, basis.shape[0], generator)
         return FitResult(
@@ -302,19 +311,22 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
         return shift, basis, buffers, 0
 
     def _recalibrated(self, space, data):
-        """BatchNorm statistics of the shift ŵ, from one pass over the training rows."""
+        """BatchNorm statistics of the shift ŵ, from one pass over the training rows (or
+        ``recalibration_X``)."""
         stack = space.stack(torch.zeros(1, space.rank, dtype=torch.float64, device=self.device))
-        recalibrate_batchnorm(stack, self._batches(data.X, data.rows, stack))
+        X, rows = data.X, data.rows
+        if data.recalibration is not None:
+            X, rows = data.recalibration, np.arange(len(data.recalibration))
+        recalibrate_batchnorm(stack, self._batches(X, rows, stack))
         member = stack.member(0)
         return {n: member[n].clone() for n in space.buffers}
 
-    def _log_likelihood(self, space, data, temperature):
-        weights = getattr(data.X, "weights", None)
+    def _log_likelihood(self, space, inputs, temperature):
+        X, y, rows, weights = inputs
 
         def log_likelihood(z):
             stack = space.stack(z)
-            nll = summed_nll(stack, data.X, data.y, data.rows, self.working_memory, weights)
-            return -nll / temperature
+            return -summed_nll(stack, X, y, rows, self.working_memory, weights) / temperature
 
         return log_likelihood
 
@@ -380,6 +392,19 @@ class _Space:
 
     def stack(self, z: torch.Tensor) -> ParameterStack:
         return ParameterStack.from_members(self.template, self.members(z), self.device)
+
+
+def _likelihood_inputs(data):
+    """``(X, y, rows, weights)`` the likelihood reads. Rows of a Dataset are read once into
+    an array: the samplers need the same likelihood at every evaluation, which an augmenting
+    Dataset would not give, and a pass over an array is cheaper."""
+    weights = getattr(data.X, "weights", None)
+    X = data.X.X if isinstance(data.X, WeightedRows) else data.X
+    if not isinstance(X, DatasetRows):
+        return X, data.y, data.rows, weights
+    rows = np.arange(len(data.rows))
+    kept = None if weights is None else weights[data.rows]
+    return X[data.rows], data.y[data.rows], rows, kept
 
 
 def _curve_anchors(curve) -> list[dict[str, torch.Tensor]]:

@@ -242,6 +242,8 @@ class SWAGClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
 
     _member_name = "run"
     _growable = ("n_modes",)
+    _fixed_when_warm = ("n_predict_samples", "covariance")
+    _fixed_when_warm_reason = "the fitted runs keep their samples."
 
     def _init_mode_tensors(self):
         check_is_fitted(self)

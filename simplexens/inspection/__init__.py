@@ -8,6 +8,7 @@ needed only by ``plot`` (``pip install 'simplexens[plot]'``); importing this pac
 import it.
 """
 
+from .coverage import CoverageDisplay
 from .decision import DecisionRegionsDisplay, decision_regions
 from .reliability import ReliabilityDisplay, reliability_diagram
 from .surface import (
@@ -23,6 +24,7 @@ from .surface_display import PathDisplay, PlaneDisplay
 from .volume import VolumeDisplay, connector_volumes
 
 __all__ = [
+    "CoverageDisplay",
     "DecisionRegionsDisplay",
     "PathDisplay",
     "PlaneDisplay",

@@ -498,7 +498,10 @@ class MemberNet(NeuralNet):
         """The criterion; for weighted inputs, the weighted mean of the per-row losses
         (``Σ w_i l_i / Σ w_i`` over the batch: a row of weight 2 counts as two copies)."""
         if not (isinstance(X, dict) and WEIGHT_KEY in X):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
+            loss = super().get_loss(y_pred, y_true, X=X, training=training)
+            # Rows without weights (a validation Dataset given as is) under the per-row
+            # criterion that weighted training builds: their plain mean.
+            return loss.mean() if loss.dim() > 0 else loss
         losses = self.criterion_(y_pred, y_true.to(y_pred.device))
         if losses.shape != y_pred.shape[:1]:
             raise ValueError(
