@@ -125,7 +125,10 @@ class DatasetRows:
 
     def __getitem__(self, index) -> np.ndarray:
         """Rows ``index`` (a slice or integer array) stacked into one float32 array."""
-        positions = np.arange(len(self))[index]
+        if isinstance(index, slice):
+            positions = np.arange(*index.indices(len(self)))
+        else:
+            positions = np.asarray(index, dtype=np.int64).reshape(-1)
         if sp.issparse(self.source):
             return self.source[positions].toarray().astype(np.float32, copy=False)
         rows = [self.x(i) for i in positions]
