@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import joblib
 import numpy as np
+from torch import nn
 
 from .backends.rows import DatasetRows, WeightedRows
 
@@ -55,9 +56,15 @@ def fingerprint(X, y: np.ndarray, classes: np.ndarray) -> str:
 
 
 def spec_hash(spec) -> str:
-    """A hash of a module recipe: its class (an instance's class) and its arguments."""
-    module = spec.module if isinstance(spec.module, type) else type(spec.module)
-    return joblib.hash((module, spec.kwargs))
+    """A hash of a module recipe: the qualified name of its class or factory (an instance's
+    class) and its arguments (their ``repr`` when they cannot be pickled)."""
+    module = type(spec.module) if isinstance(spec.module, nn.Module) else spec.module
+    name = f"{getattr(module, '__module__', '')}.{getattr(module, '__qualname__', module)}"
+    try:
+        arguments = joblib.hash(spec.kwargs)
+    except Exception:  # e.g. a lambda among the arguments
+        arguments = repr(sorted(spec.kwargs.items(), key=lambda item: item[0]))
+    return joblib.hash((name, arguments))
 
 
 def continued_rng(state: WarmState) -> np.random.RandomState:

@@ -206,3 +206,20 @@ def test_fge_counts_the_snapshots_taken_after_early_stopping():
     model.set_params(n_snapshots=taken + 2, callbacks=None).fit(X, Y)
     assert model.n_members_ == taken + 2
     assert len(model.snapshot_steps_) == taken + 2
+
+
+def _factory(n_features_in, n_classes):
+    return MLP(n_features_in, n_classes, hidden=8)
+
+
+def test_a_factory_module_grows():
+    """A module given as a factory function (or a lambda) is recognised across refits."""
+    model = DeepEnsembleClassifier(_factory, n_estimators=1, **COMMON).fit(X, Y)
+    model.set_params(n_estimators=2).fit(X, Y)
+    assert model.n_members_ == 2
+    lam = DeepEnsembleClassifier(
+        lambda n_features_in, n_classes: MLP(n_features_in, n_classes, hidden=8),
+        n_estimators=1, **COMMON,
+    ).fit(X, Y)  # fmt: skip
+    lam.set_params(n_estimators=2).fit(X, Y)
+    assert lam.n_members_ == 2
