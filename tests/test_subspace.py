@@ -141,3 +141,11 @@ def test_rank_above_the_collected_deviations_is_an_error():
     )
     with pytest.raises(ValueError, match="deviations"):
         model.fit(X, Y)
+
+
+def test_random_subspace_with_one_deviation_is_a_clear_error():
+    model = SubspaceClassifier(
+        MLP, subspace="random", rank=2, collect_every=None, **{**COMMON, "max_epochs": 3}
+    )
+    with pytest.raises(ValueError, match="2 collected deviations or more; there are 1"):
+        model.fit(X, Y)

@@ -297,6 +297,12 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
         flat = flat.to(self.device)
         if self.subspace == "pca":
             directions = pca_basis(flat, self.rank)
+        elif n < 2:
+            raise ValueError(
+                f"subspace='random' scales its directions by the principal directions of the "
+                f"SWA phase, which needs 2 collected deviations or more; there are {n}. Collect "
+                "more (a longer SWA phase, or collect_every='auto')."
+            )
         else:  # random, with the principal directions' mean norm
             scale = float(pca_basis(flat, min(self.rank, n - 1)).norm(dim=1).mean())
             generator = torch.Generator(self.device).manual_seed(seed)
