@@ -283,3 +283,10 @@ def test_subspace_reads_an_augmenting_dataset_once_for_its_likelihood():
     n_evaluations = model.ess_shrinks_.size + int(model.ess_shrinks_.sum())
     assert n_evaluations > 10
     assert data.reads < 6 * len(X) + 2 * 256
+
+
+def test_non_finite_values_past_the_first_rows_fail_when_read():
+    """Only the first rows are checked up front; a later item is checked when it is read."""
+    late = Broken(lambda i: (torch.full((6,), float("nan") if i >= 10 else 0.0), i % 2), n=20)
+    with pytest.raises(ValueError, match=r"item 1[0-9]'s x contains NaN or infinity"):
+        _make("deep_ensemble").fit(late)

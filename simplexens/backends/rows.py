@@ -104,7 +104,10 @@ class DatasetRows:
             item = item[0]
         elif isinstance(item, tuple):  # (x, anything): a labelled Dataset at predict time
             item = item[0]
-        return _as_float32(item, f"item {i}'s x")
+        x = _as_float32(item, f"item {i}'s x")
+        if not np.isfinite(x).all():  # per item: a Dataset is never read whole up front
+            raise ValueError(f"item {i}'s x contains NaN or infinity.")
+        return x
 
     def label(self, i: int):
         """The label of item ``i`` (training data): a scalar."""
