@@ -252,7 +252,7 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
         (seed,) = member_seeds(rng, 1)
         with private_rng(seed, self.device):
             template = spec.build().to(self.device)
-        names = [n for n, p in template.named_parameters() if p.requires_grad]
+        names = _trainable_names(template)
         if self.subspace == "curve":
             shift, basis, buffers, epochs = self._curve_space(data, names)
         else:
@@ -371,7 +371,7 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
 
     def _fitted_space(self):
         template = self.members_.template
-        names = [n for n, p in template.named_parameters() if p.requires_grad]
+        names = _trainable_names(template)
         return _Space(
             template, names, self.subspace_shift_, self.subspace_basis_, self.mode_buffers_[0],
             self.device,
@@ -398,6 +398,11 @@ class _Space:
 
     def stack(self, z: torch.Tensor) -> ParameterStack:
         return ParameterStack.from_members(self.template, self.members(z), self.device)
+
+
+def _trainable_names(template) -> list[str]:
+    """The parameters the subspace moves: those that train (frozen ones stay in ŵ's place)."""
+    return [n for n, p in template.named_parameters() if p.requires_grad]
 
 
 def _likelihood_inputs(data):

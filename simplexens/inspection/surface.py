@@ -32,6 +32,7 @@ from ..backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from ..backends.functional import ParameterStack
 from ..geometry.curves import curve_coefficients
 from ..geometry.simplex import simplex_points
+from ..geometry.subspace import flatten
 
 #: Points evaluated together in one parameter stack.
 POINTS_PER_STACK = 64
@@ -93,8 +94,8 @@ def _names(estimator) -> list[str]:
 
 
 def _flat(point: dict, names: list[str]) -> torch.Tensor:
-    """The parameters of a point as one float64 vector (buffers left out)."""
-    return torch.cat([point[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
+    """The parameters of a point as one float64 vector on the CPU (buffers left out)."""
+    return flatten(point, names).detach().cpu()
 
 
 def evaluate_points(estimator, points, X, y, *, recalibrate_bn=None) -> Bunch:
