@@ -2,21 +2,35 @@
 
 from .estimators import (
     CurveClassifier,
+    CurveRegressor,
     DeepEnsembleClassifier,
+    DeepEnsembleRegressor,
     ESPROClassifier,
+    ESPRORegressor,
     FGEClassifier,
+    FGERegressor,
     SPROClassifier,
+    SPRORegressor,
     SubspaceClassifier,
+    SubspaceRegressor,
     SWAGClassifier,
+    SWAGRegressor,
 )
 
 __all__ = [
     "CurveClassifier",
+    "CurveRegressor",
     "DeepEnsembleClassifier",
+    "DeepEnsembleRegressor",
     "ESPROClassifier",
+    "ESPRORegressor",
     "FGEClassifier",
+    "FGERegressor",
     "SPROClassifier",
+    "SPRORegressor",
     "SWAGClassifier",
+    "SWAGRegressor",
     "SubspaceClassifier",
+    "SubspaceRegressor",
 ]
 __version__ = "0.1.0.dev0"

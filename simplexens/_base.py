@@ -1,27 +1,27 @@
-"""Shared scikit-learn plumbing of the four estimators.
+"""Shared scikit-learn plumbing of every estimator, classifier or regressor.
 
-:class:`BaseEnsembleClassifier` owns everything that is not a method's own training: skorch
-parameters and their routing, input validation, label encoding, seeds, the module recipe, the
-:class:`~simplexens.backends.functional.ParameterStack` of members, and prediction as the
-Bayesian model average of the members' softmax probabilities.
+:class:`BaseEnsemble` owns everything that is neither a method's own training nor the head:
+skorch parameters and their routing, input validation, seeds, the module recipe, the
+:class:`~simplexens.backends.functional.ParameterStack` of members, BatchNorm recalibration,
+warm start, progress and the divergence check. A head (:class:`~simplexens._classifier.
+ClassifierHead` or :class:`~simplexens._regressor.RegressorHead`) supplies what depends on
+the target: its checks and encoding, the module's output width, the loss that judges
+divergence, and prediction. An estimator is ``Head + Method``, the method a subclass of
+:class:`BaseEnsemble` that trains its members.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import warnings
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.preprocessing import LabelEncoder
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
@@ -136,9 +136,10 @@ class TrainingData:
     Attributes
     ----------
     X, y : ndarray
-        All rows, validation rows included; ``y`` encoded.
-    classes : ndarray
-        The labels, in the order of the encoding.
+        All rows, validation rows included; ``y`` encoded by the head (class indices, or
+        standardised float32 targets of shape (n_samples, n_targets)).
+    classes : ndarray or None
+        The labels, in the order of the encoding (None for a regressor).
     rows : ndarray or None
         Indices of the training rows (all but the validation rows).
     net : dict
@@ -150,6 +151,8 @@ class TrainingData:
         The untrained network's loss on training rows: divergence is judged against it.
     init : list of dict or None
         The networks given as ``init_modes``, checked and copied (parameters and buffers).
+    scaling : TargetScaling or None
+        A regressor's standardisation of ``y`` (None for a classifier).
     recalibration : ndarray, DatasetRows or None
         ``fit``'s ``recalibration_X``, checked: the inputs of BatchNorm recalibration (None:
         the training rows).
@@ -168,14 +171,18 @@ class TrainingData:
     init: list | None = None
     warm: dict | None = None
     recalibration: object = None
+    scaling: object = None
 
 
-class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
-    """Base of the simplexens classifiers; not for direct use.
+class BaseEnsemble(BaseEstimator):
+    """Base of the simplexens estimators; not for direct use.
 
-    Subclasses list every parameter in their ``__init__`` (scikit-learn reads the signature)
-    and store them with :func:`store_parameters`, check their own parameters in
-    :meth:`_check_method_params` and train in :meth:`_fit_members`.
+    A method subclasses it: it checks its own parameters in :meth:`_check_method_params` and
+    trains in :meth:`_fit_members`. An estimator combines a head and a method
+    (``class DeepEnsembleRegressor(RegressorHead, DeepEnsemble)``), lists every parameter in
+    its ``__init__`` (scikit-learn reads the signature) and stores them with
+    :func:`store_parameters`. The head implements the abstract hooks below (targets, output
+    width and check, loss, fitted target state) and the ``predict*`` methods.
     """
 
     def __sklearn_tags__(self):
@@ -222,6 +229,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         kwargs = {name: getattr(self, name) for name in NET_PARAMETERS}
         kwargs.update({k: v for k, v in self._routed().items() if not k.startswith("module__")})
+        kwargs["criterion"] = self._criterion()
         kwargs.update(data.net)
         for name in ("batch_size", "iterator_train__batch_size", "iterator_valid__batch_size"):
             if name in kwargs:  # numpy integers pass the checks; torch's loader wants an int
@@ -271,16 +279,16 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         check_routed_names(
             routed, ROUTED_PREFIXES, self._get_param_names(), exact=SKORCH_PASSTHROUGH
         )
-        check_parameters(self, {**TRAINING_CONSTRAINTS, **self._constraints})
+        check_parameters(
+            self, {**TRAINING_CONSTRAINTS, **self._head_constraints, **self._constraints}
+        )
         check_routed_scalars(routed)
         for route in ("iterator_train", "iterator_valid"):
             if "batch_size" in self._routed(route):
                 BATCH_SIZE.check(f"{route}__batch_size", self._routed(route)["batch_size"])
-        for name in ("criterion", "optimizer"):
-            if not callable(getattr(self, name)):
-                raise TypeError(
-                    f"{name} must be a class or callable, got {getattr(self, name)!r}."
-                )
+        for name, value in (("criterion", self._criterion()), ("optimizer", self.optimizer)):
+            if not callable(value):
+                raise TypeError(f"{name} must be a class or callable, got {value!r}.")
         if self.train_split is not None and not callable(self.train_split):
             raise TypeError(
                 f"train_split must be None or a callable such as skorch's ValidSplit, got "
@@ -292,6 +300,8 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     #: The method's own parameters: name -> constraint (see :mod:`simplexens._params`).
     _constraints: ClassVar[dict] = {}
+    #: The head's own parameters (a regressor's ``likelihood``), likewise.
+    _head_constraints: ClassVar[dict] = {}
 
     def _check_method_params(self) -> None:
         """Checks across the method's parameters that a table cannot express."""
@@ -374,9 +384,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             self._forget_fit()
             raise
         self.input_shape_ = data.X.shape[1:]
-        self.classes_ = data.classes
         self.module_spec_ = spec
-        data_hash = fingerprint(data.X, data.y, data.classes)
+        self._set_targets(data)
+        data_hash = fingerprint(data.X, data.y, self._target_key(data))
         self._warm_ = WarmState(copy.deepcopy(rng), split_seed, data_hash, {}, spec_hash(spec))
         self._set_fitted(stack, result, int(result.epochs_spent))
         return self
@@ -403,7 +413,9 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
         data = self._validate_training_data(X, y, sample_weight, recalibration_X)
         spec, template = self._module_recipe(data)
         state = self._warm_
-        growth = check_growth(self, state, fingerprint(data.X, data.y, data.classes), spec)
+        growth = check_growth(
+            self, state, fingerprint(data.X, data.y, self._target_key(data)), spec
+        )
         if all(now == fitted for fitted, now in growth.values()):
             return
         rng = continued_rng(state)
@@ -418,7 +430,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def _train(self, spec, template, data, rng, init=None, warm=None):
         """Train (``_fit_members``), stack, recalibrate and check: ``(result, stack)``."""
-        untrained = _untrained_loss(template, data)
+        untrained = self._untrained_loss(template, data)
         with self._progress_bar() as progress:
             data = dataclasses.replace(
                 data, progress=progress, untrained=untrained, init=init, warm=warm
@@ -476,7 +488,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 split_seed = int(rng.randint(np.iinfo(np.int32).max))
             split = fixed_split(self.train_split, data.X, data.y, split_seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
-        _check_training_classes(data, rows, split)
+        self._check_training_rows(data, rows, split)
         data = dataclasses.replace(data, rows=rows, net={**data.net, "train_split": split})
         step, drop = self._training_loader(data)
         if drop and len(rows) < step:
@@ -499,7 +511,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def _check_final_members(self, stack: ParameterStack, data: TrainingData, untrained) -> None:
         """Raise :class:`DivergenceError` if a member's outputs are not finite, or if its loss
         on training rows exceeds ``DIVERGENCE_RATIO`` times the untrained network's."""
-        losses = _member_losses(stack, data, self.working_memory)
+        losses = self._member_losses(stack, data, self.working_memory)
         bad = ~torch.isfinite(losses) | (losses > DIVERGENCE_RATIO * untrained)
         if bool(bad.any()):
             ids = bad.nonzero().flatten().tolist()
@@ -546,28 +558,29 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def _validate_training_data(
         self, X, y, sample_weight=None, recalibration_X=None
     ) -> TrainingData:
+        owner = type(self).__name__
         if is_row_source(X):
-            X, y = training_rows(X, y, type(self).__name__)
+            X, y = training_rows(X, y, owner, multi_output=self._multi_output)
             self.n_features_in_ = X.shape[1]
         else:
             X, y = validate_data(
-                self, X, y, dtype=np.float32, allow_nd=True, ensure_min_samples=1, y_numeric=False
+                self,
+                X,
+                y,
+                dtype=np.float32,
+                allow_nd=True,
+                ensure_min_samples=1,
+                y_numeric=self._multi_output,
+                multi_output=self._multi_output,
             )
             # Read-only inputs (memory maps, pandas' copy-on-write arrays) are copied once,
             # since torch cannot wrap them; the caller's arrays are never written to.
             X = np.require(X, requirements="W")
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes; the data contain "
-                f"only one class: {encoder.classes_[0]}."
-            )
-        y_encoded = encoder.transform(y).astype(np.int64)
-        weights = row_weights(self.class_weight, y, sample_weight, len(y_encoded))
-        recalibration = recalibration_rows(recalibration_X, X.shape[1:], type(self).__name__)
+        weights = row_weights(getattr(self, "class_weight", None), y, sample_weight, len(y))
+        targets = self._encode_targets(y, weights)
+        recalibration = recalibration_rows(recalibration_X, X.shape[1:], owner)
         if weights is None:
-            return TrainingData(X, y_encoded, encoder.classes_, recalibration=recalibration)
+            return TrainingData(X, **targets, recalibration=recalibration)
         if "reduction" in self._routed("criterion"):
             raise ValueError(
                 "sample_weight and class_weight weight the criterion's per-row losses: leave "
@@ -575,7 +588,7 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             )
         net = {"criterion__reduction": "none"}
         X = WeightedRows(X, weights)
-        return TrainingData(X, y_encoded, encoder.classes_, net=net, recalibration=recalibration)
+        return TrainingData(X, **targets, net=net, recalibration=recalibration)
 
     def _module_recipe(self, data: TrainingData) -> tuple[ModuleSpec, nn.Module]:
         """Resolve the module recipe and check the module against the data.
@@ -587,11 +600,13 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             self.module,
             self._routed("module"),
             n_features_in=data.X.shape[1],
-            n_classes=len(data.classes),
+            n_classes=self._output_width(data),
         )
+        spec = self._head_spec(spec, data)
         with private_rng(0, self.device):
             template = spec.build().to(self.device)
-        _check_module_output(template, data.X[:CHECK_ROWS], spec, len(data.classes), self.device)
+        out = _module_output(template, data.X[:CHECK_ROWS], spec, self.device)
+        self._check_output(out, spec, data)
         self._check_module(template)
         return spec, template
 
@@ -646,12 +661,66 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             for mode in self._init_mode_tensors()
         ]
 
-    # -- predict ----------------------------------------------------------------------------
+    # -- the head's hooks -------------------------------------------------------------------
 
-    def _member_log_proba_batches(self, X):
-        """Check ``X`` and iterate over the members' float64 log-probabilities, batch by batch.
+    #: Whether ``y`` may have several columns (and must be numeric): regressors.
+    _multi_output = False
 
-        Each item has shape ``(n_members, n_rows_in_batch, n_classes)``. Rows per batch:
+    @abstractmethod
+    def _criterion(self):
+        """The criterion class every member's net trains with."""
+
+    @abstractmethod
+    def _encode_targets(self, y: np.ndarray, weights: np.ndarray | None) -> dict:
+        """``y`` checked and encoded: the ``TrainingData`` fields ``y`` and ``classes`` or
+        ``scaling``."""
+
+    @abstractmethod
+    def _output_width(self, data: TrainingData) -> int:
+        """Columns the module must output (filled as its ``n_classes`` / ``n_outputs``)."""
+
+    def _head_spec(self, spec: ModuleSpec, data: TrainingData) -> ModuleSpec:
+        """The recipe the members are built from (a head may wrap the user's module)."""
+        return spec
+
+    @abstractmethod
+    def _check_output(self, out: torch.Tensor, spec: ModuleSpec, data: TrainingData) -> None:
+        """Check the module's output on the first training rows."""
+
+    def _check_training_rows(self, data: TrainingData, rows: np.ndarray, split) -> None:
+        """Checks of the training rows left by the validation split."""
+
+    @abstractmethod
+    def _summed_loss(self, stack, X, y, rows, working_memory=None, weights=None):
+        """Each member's summed negative log-likelihood on ``X[rows]``, float64 of shape
+        (n_members,) (``inf`` for a member with non-finite outputs)."""
+
+    @abstractmethod
+    def _set_targets(self, data: TrainingData) -> None:
+        """Store the fitted target state (``classes_``, or the scaling of ``y``)."""
+
+    @abstractmethod
+    def _target_key(self, data: TrainingData):
+        """What a warm refit must find unchanged about the targets, beyond ``y``."""
+
+    def _member_losses(self, stack, data: TrainingData, working_memory=None) -> torch.Tensor:
+        """Each member's mean loss on up to ``LOSS_ROWS`` training rows, shape (n_members,)."""
+        rows = data.rows[:LOSS_ROWS]
+        return self._summed_loss(stack, data.X, data.y, rows, working_memory) / len(rows)
+
+    def _untrained_loss(self, template: nn.Module, data: TrainingData) -> float:
+        """The loss of the freshly built module on the rows :meth:`_member_losses` uses
+        (one member, evaluated as it is: no vectorised attempt to warn about)."""
+        stack = ParameterStack.from_members(template, [module_tensors(template)])
+        stack.prefer_loop()
+        return float(self._member_losses(stack, data)[0])
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def _output_batches(self, X):
+        """Check ``X`` and iterate over the members' raw outputs, batch by batch.
+
+        Each item has shape ``(n_members, n_rows_in_batch, width)``. Rows per batch:
         ``iterator_valid__batch_size`` when set (``-1``: all rows at once), else as many as
         ``working_memory`` allows for all members together, measured on every call by one
         forward pass of the module on two rows (:func:`batch_size_for`); the training
@@ -669,83 +738,23 @@ class BaseEnsembleClassifier(ClassifierMixin, BaseEstimator):
             )
         size = self._routed("iterator_valid").get("batch_size")
         step = batch_size_for(self.members_, X, size, self.working_memory)
-        return (self._member_log_proba(X[rows]) for rows in batch_slices(len(X), step))
+        return (self._member_outputs(X[rows]) for rows in batch_slices(len(X), step))
 
-    def _member_log_proba(self, X: np.ndarray) -> torch.Tensor:
-        logits = self.members_.forward(torch.tensor(X, device=self.members_.device))
-        if not bool(torch.isfinite(logits).all()):
+    def _member_outputs(self, X: np.ndarray) -> torch.Tensor:
+        out = self.members_.forward(torch.tensor(X, device=self.members_.device))
+        if not bool(torch.isfinite(out).all()):
             raise ValueError(
                 "the members' outputs on X are not finite (NaN or inf); are X's values far "
                 "outside the range of the training data?"
             )
-        return logits.to(torch.float64).log_softmax(dim=-1)
-
-    def predict_member_proba(self, X):
-        """Class probabilities of every member.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-
-        Returns
-        -------
-        ndarray of shape (n_members, n_samples, n_classes)
-            Softmax probabilities, columns ordered as ``classes_``.
-        """
-        parts = [lp.exp().cpu().numpy() for lp in self._member_log_proba_batches(X)]
-        return np.concatenate(parts, axis=1)
-
-    def predict_proba(self, X):
-        """Bayesian model average: the mean of the members' softmax probabilities.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        parts = [lp.exp().mean(dim=0).cpu().numpy() for lp in self._member_log_proba_batches(X)]
-        return np.concatenate(parts, axis=0)
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`, computed stably (logsumexp over members).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        parts = [
-            (lp.logsumexp(dim=0) - np.log(lp.shape[0])).cpu().numpy()
-            for lp in self._member_log_proba_batches(X)
-        ]
-        return np.concatenate(parts, axis=0)
-
-    def predict(self, X):
-        """Most probable class under :meth:`predict_proba`, as the original labels.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return out
 
 
 def _is_routed(name: str) -> bool:
     return name.startswith(ROUTED_PREFIXES) or name in SKORCH_PASSTHROUGH
 
 
-def store_parameters(estimator: BaseEnsembleClassifier, arguments: dict) -> None:
+def store_parameters(estimator: BaseEnsemble, arguments: dict) -> None:
     """Store an ``__init__``'s arguments (its ``locals()``) as attributes, and nothing else.
 
     The named parameters keep their names; the ``**kwargs`` (routed ``module__*``-style
@@ -772,35 +781,25 @@ def _check_device(device) -> None:
         raise ValueError("device='mps' was requested but MPS is not available.")
 
 
-def _check_module_output(
-    module: nn.Module, X: np.ndarray, spec: ModuleSpec, n_classes: int, device
-) -> None:
-    """Run the module on a few rows: it must return one logit per class, not probabilities."""
+def _module_output(module: nn.Module, X: np.ndarray, spec: ModuleSpec, device) -> torch.Tensor:
+    """The module's output on a few rows, in eval mode; a clear error if it fails."""
     batch = torch.tensor(X, device=device)
     was_training = module.training
     module.eval()
     try:
         with torch.inference_mode():
-            out = module(batch)
+            return module(batch)
     except Exception as exc:
         raise ValueError(
             f"the module failed on an input batch of shape {tuple(batch.shape)}"
-            f"{_filled_hint(spec, batch.ndim)}: {type(exc).__name__}: {exc}"
+            f"{filled_hint(spec, batch.ndim)}: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         module.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.shape != (len(X), n_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"the module must return logits of shape (n_samples, n_classes) = "
-            f"({len(X)}, {n_classes}) for the {n_classes} classes in y, but returned {shape}; "
-            "give its last layer n_classes outputs (a constructor argument named n_classes is "
-            f"filled from the data){_filled_hint(spec, batch.ndim)}."
-        )
-    _warn_if_probabilities(out)
 
 
-def _filled_hint(spec: ModuleSpec, ndim: int) -> str:
+def filled_hint(spec: ModuleSpec, ndim: int) -> str:
+    """For N-d input, which constructor arguments were filled from the data, and how."""
     filled = {k: spec.kwargs[k] for k in spec.filled if k in spec.kwargs}
     if not filled or ndim <= 2:
         return ""
@@ -809,55 +808,6 @@ def _filled_hint(spec: ModuleSpec, ndim: int) -> str:
         f" (filled from the data: {values}; n_features_in is X.shape[1], which for N-d input "
         "is the size of the second axis only; set module__n_features_in to override)"
     )
-
-
-def _warn_if_probabilities(out: torch.Tensor) -> None:
-    """Warn when every row is non-negative and sums to one: softmax applied twice otherwise."""
-    out = out.detach().to(torch.float64)
-    sums = out.sum(dim=1)
-    if bool((out >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
-        warnings.warn(
-            "the module's outputs look like probabilities (non-negative rows summing to 1); "
-            "the loss and the predictions apply softmax themselves, so return logits: remove "
-            "the final softmax layer.",
-            UserWarning,
-            stacklevel=5,
-        )
-
-
-def _member_losses(stack: ParameterStack, data: TrainingData, working_memory=None) -> torch.Tensor:
-    """Each member's cross-entropy on up to ``LOSS_ROWS`` training rows, shape (n_members,)."""
-    rows = data.rows[:LOSS_ROWS]
-    return summed_nll(stack, data.X, data.y, rows, working_memory) / len(rows)
-
-
-def summed_nll(stack: ParameterStack, X, y, rows: np.ndarray, working_memory=None, weights=None):
-    """Each member's summed cross-entropy on ``X[rows]``, float64 of shape (n_members,).
-
-    In batches that keep all members' work within ``working_memory``, as prediction does;
-    each row's term weighted by ``weights[row]`` when given. A member with non-finite outputs
-    gets ``inf``.
-    """
-    step = batch_size_for(stack, _Probe(X, rows), None, working_memory)
-    total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
-    for part in batch_slices(len(rows), step):
-        inputs = torch.tensor(X[rows[part]], device=stack.device)
-        labels = torch.tensor(y[rows[part]], device=stack.device)
-        log_proba = stack.forward(inputs).to(torch.float64).log_softmax(dim=-1)
-        log_proba = log_proba.nan_to_num(nan=-math.inf)
-        terms = log_proba[:, torch.arange(len(labels)), labels]
-        if weights is not None:
-            terms = terms * torch.tensor(weights[rows[part]], device=stack.device)
-        total -= terms.sum(dim=1)
-    return total
-
-
-def _untrained_loss(template: nn.Module, data: TrainingData) -> float:
-    """The cross-entropy of the freshly built module on the rows :func:`_member_losses` uses
-    (one member, evaluated as it is: no vectorised attempt to warn about)."""
-    stack = ParameterStack.from_members(template, [module_tensors(template)])
-    stack.prefer_loop()
-    return float(_member_losses(stack, data)[0])
 
 
 def _batchnorm_loader(step: int, drop: bool, n_rows: int) -> dict:
@@ -871,15 +821,19 @@ def _batchnorm_loader(step: int, drop: bool, n_rows: int) -> dict:
     return {"iterator_train__drop_last": True} if n_rows % step == 1 and not drop else {}
 
 
-def _check_training_classes(data: TrainingData, rows: np.ndarray, split) -> None:
-    """Every class must keep training rows after the validation split."""
-    missing = np.setdiff1d(np.arange(len(data.classes)), data.y[rows])
-    if len(missing):
-        raise ValueError(
-            f"train_split={split.source!r} left no training rows of class(es) "
-            f"{', '.join(map(str, data.classes[missing]))}; use a stratified split (e.g. "
-            "ValidSplit(0.2, stratified=True)) or a smaller validation part."
+def loss_batches(stack: ParameterStack, X, y, rows: np.ndarray, working_memory=None, weights=None):
+    """``(inputs, targets, weights)`` of ``X[rows]`` on the stack's device, in batches that
+    keep all members' work within ``working_memory`` (as prediction does); ``weights`` is
+    None when not given. The loop of every head's summed loss."""
+    step = batch_size_for(stack, _Probe(X, rows), None, working_memory)
+    for part in batch_slices(len(rows), step):
+        picked = rows[part]
+        inputs = torch.tensor(X[picked], device=stack.device)
+        targets = torch.tensor(y[picked], device=stack.device)
+        row_weights = (
+            None if weights is None else torch.tensor(weights[picked], device=stack.device)
         )
+        yield inputs, targets, row_weights
 
 
 class _Probe:

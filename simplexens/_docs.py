@@ -1,18 +1,69 @@
-"""Docstring sections shared by the four estimators."""
+"""Docstring sections shared by the estimators, with the words of each head.
+
+A classifier's docstring is written in full in its class; a regressor's is built from its
+classifier's (:func:`regressor_doc`): the method's description and parameters are the same,
+the head's sections (module output, criterion, weights, fitted attributes) differ.
+"""
 
 from __future__ import annotations
 
-MODULE_PARAMETER = """\
+_MODULE = """\
 module : nn.Module subclass, callable returning an nn.Module, or nn.Module instance
         The network. A class or factory is called once per member with the ``module__*``
         parameters; an instance is deep-copied and re-initialised (``reset_parameters``) per
-        member. A constructor argument named ``n_features_in`` or ``n_classes`` is filled
-        from the data unless set through ``module__*``. The module returns logits of shape
-        ``(n_samples, n_classes)``."""
+        member. A constructor argument named ``n_features_in`` is filled with ``X.shape[1]``
+        and one named ``n_classes`` or ``n_outputs`` with the output width below, unless set
+        through ``module__*``.
+        """
+
+MODULE_PARAMETER = {
+    "classifier": _MODULE + """The module returns logits of shape
+        ``(n_samples, n_classes)``.""",
+    "regressor": _MODULE
+    + """The module returns ``(n_samples, width)``: under
+        ``likelihood="gaussian"`` the ``n_targets`` means then the ``n_targets`` raw scales (width ``2 * n_targets``);
+        under ``"homoscedastic"`` and ``"mse"`` the means (width ``n_targets``).""",
+}
+
+LIKELIHOOD_PARAMETER = """\
+likelihood : {"gaussian", "homoscedastic", "mse"}, default="gaussian"
+        What each member predicts and trains on, per target. ``"gaussian"``: a mean and a
+        standard deviation ``sigma = softplus(raw) + sigma_min`` for every input, trained with
+        the Gaussian negative log-likelihood (Lakshminarayanan et al. 2017).
+        ``"homoscedastic"``: a mean per input and one learned noise scale per target (a
+        parameter appended to the module, :class:`~simplexens.backends.likelihoods.
+        Homoscedastic`), same loss. ``"mse"``: a mean, trained with the squared error; the
+        predictive variance is then the members' spread alone. ``sigma_min`` is
+        ``criterion__min_scale`` (default 1e-3) in units of the standardised ``y``: a
+        thousandth of each target's standard deviation."""
+
+_CRITERION = {
+    "classifier": """\
+criterion : type, default=torch.nn.CrossEntropyLoss
+        Loss on the module's logits, as in skorch.""",
+    "regressor": """\
+criterion : type or None, default=None
+        Loss on the module's output, as in skorch. ``None``: the likelihood's,
+        :class:`~simplexens.backends.likelihoods.GaussianNLLLoss` (``criterion__min_scale``)
+        or, for ``"mse"``, :class:`~simplexens.backends.likelihoods.SquaredErrorLoss`.
+        Prediction reads the outputs under ``likelihood`` whatever the criterion.""",
+}
+
+_WEIGHTS = {
+    "classifier": """\
+class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the training loss of every phase, as in scikit-learn
+        (``{label: weight}``; ``"balanced"``: ``n_samples / (n_classes * count)``); multiplied
+        with ``fit``'s ``sample_weight``. Each batch's loss is then the weighted mean of its
+        rows' losses, ``Σ w_i l_i / Σ w_i`` (the criterion is built with
+        ``reduction="none"``). BatchNorm recalibration and the divergence check are
+        unweighted.
+    """,
+    "regressor": "",
+}
 
 TRAINING_PARAMETERS = """\
-criterion : type, default=torch.nn.CrossEntropyLoss
-        Loss on the module's logits, as in skorch.
+{criterion}
     optimizer : type, default=torch.optim.SGD
         Optimizer class, as in skorch; its arguments go through ``optimizer__*``.
     lr : float, default=0.01
@@ -49,14 +100,7 @@ criterion : type, default=torch.nn.CrossEntropyLoss
         once per ``fit``: every member and every phase holds out the same rows and never
         trains on them (a ``ValidSplit`` without ``random_state`` is seeded from
         ``random_state``); BatchNorm statistics are recomputed on the training rows only.
-    class_weight : dict, "balanced" or None, default=None
-        Weights of the classes in the training loss of every phase, as in scikit-learn
-        (``{label: weight}``; ``"balanced"``: ``n_samples / (n_classes * count)``); multiplied
-        with ``fit``'s ``sample_weight``. Each batch's loss is then the weighted mean of its
-        rows' losses, ``Σ w_i l_i / Σ w_i`` (the criterion is built with
-        ``reduction="none"``). BatchNorm recalibration and the divergence check are
-        unweighted.
-    warm_start : bool, default=False
+    {class_weight}warm_start : bool, default=False
         As in scikit-learn's ensembles: refitting a fitted estimator on the same data after
         raising {growable} trains only what is new; what was trained stays bit-identical
         (members, and ESPRO's vertices and SPRO's connectors; ESPRO's points when
@@ -132,9 +176,21 @@ ANCHOR_PHASE_PARAMETERS = """\
         training only: a schedule set up for ``max_epochs`` would otherwise restart in every
         {phase} phase. A scheduler given here needs ``{name}_schedule="constant"``."""
 
-COMMON_ATTRIBUTES = """\
+_TARGET_ATTRIBUTES = {
+    "classifier": """\
 classes_ : ndarray of shape (n_classes,)
-        The labels seen in ``fit``.
+        The labels seen in ``fit``.""",
+    "regressor": """\
+n_targets_ : int
+        Number of targets (columns of ``y``; 1 for 1-D ``y``).
+    y_mean_, y_scale_ : ndarray of shape (n_targets_,)
+        The standardisation of ``y`` in ``fit``: members train on ``(y - y_mean_) /
+        y_scale_`` (sample-weighted mean and standard deviation; scale 1 for a constant
+        target), and every prediction is returned in the units of ``y``.""",
+}
+
+COMMON_ATTRIBUTES = """\
+{targets}
     n_features_in_ : int
         ``X.shape[1]`` seen in ``fit``.
     input_shape_ : tuple of int
@@ -152,16 +208,89 @@ classes_ : ndarray of shape (n_classes,)
 
 
 def fill_doc(cls):
-    """Replace the ``{module}``, ``{training}``, ``{attributes}``, ``{init_modes}`` and
-    ``{phases}`` fields of a docstring; ``init_modes`` counts ``cls._init_count_name``, and the
-    anchor phases are named by ``cls._phase_names`` (parameter prefix, phase)."""
+    """Replace the ``{module}``, ``{likelihood}``, ``{training}``, ``{attributes}``,
+    ``{init_modes}`` and ``{phases}`` fields of a docstring, in the words of the class's head
+    (``cls._head``); ``init_modes`` counts ``cls._init_count_name``, and the anchor phases are
+    named by ``cls._phase_names`` (parameter prefix, phase). The unformatted docstring is kept
+    as ``cls._doc_template`` for :func:`regressor_doc`."""
+    head = cls._head
     name, phase = getattr(cls, "_phase_names", ("vertex", "vertex"))
     growable = " or ".join(f"``{c}``" for c in cls._growable) or "a count (it has none to raise)"
+    training = TRAINING_PARAMETERS.replace("{growable}", growable)
+    training = training.replace("{criterion}", _CRITERION[head])
+    training = training.replace("{class_weight}", _WEIGHTS[head])
+    cls._doc_template = cls.__doc__
     cls.__doc__ = cls.__doc__.format(
-        module=MODULE_PARAMETER,
-        training=TRAINING_PARAMETERS.replace("{growable}", growable),
-        attributes=COMMON_ATTRIBUTES,
+        module=MODULE_PARAMETER[head],
+        likelihood=LIKELIHOOD_PARAMETER,
+        training=training,
+        attributes=COMMON_ATTRIBUTES.replace("{targets}", _TARGET_ATTRIBUTES[head]),
         init_modes=INIT_MODES_PARAMETER.format(count=f"``{cls._init_count_name}``"),
         phases=ANCHOR_PHASE_PARAMETERS.format(name=name, phase=phase),
     )
     return cls
+
+
+def _section(doc: str, start: str, end: str) -> str:
+    """The text of ``doc`` from the line after ``start`` up to ``end`` (exclusive)."""
+    begin = doc.index(start) + len(start)
+    stop = doc.find(end, begin)
+    return doc[begin:].rstrip() if stop < 0 else doc[begin:stop]
+
+
+def regressor_doc(classifier, example: str):
+    """Decorator: the regressor's docstring, built from ``classifier``'s template.
+
+    The method's parameters, its fitted attributes and its references are those of the
+    classifier; the summary, the head's sections and the example are the regressor's.
+    ``example`` is the code of the Examples section (doctest lines, unindented).
+    """
+
+    def decorate(cls):
+        template = classifier._doc_template
+        parameters = _section(template, "{module}\n", "    {training}")
+        attributes = _section(template, "{attributes}\n", "\n\n")
+        references = _section(template, "References\n    ----------\n", "\n\n")
+        examples = "\n".join(f"    {line}" if line else "" for line in example.splitlines())
+        method = classifier.__name__[: -len("Classifier")]
+        cls.__doc__ = f"""{method} as a regressor: the members' Gaussians, mixed.
+
+    The method of :class:`{classifier.__name__}` (its description holds here, with the
+    Gaussian negative log-likelihood, or the squared error, in place of the cross-entropy),
+    with a regression head: each member predicts a Gaussian per target under
+    ``likelihood``; ``fit`` standardises ``y`` per target and the members train on the
+    standardised values; prediction is the uniform mixture of the members' Gaussians, in the
+    units of ``y``: :meth:`predict` (``return_std=True`` adds its standard deviation),
+    :meth:`predict_moments` (aleatoric and epistemic variance), :meth:`predict_interval`,
+    :meth:`predict_quantiles` and :meth:`predict_member_distribution`. ``y`` may have several
+    columns (targets).
+
+    Parameters
+    ----------
+    {{module}}
+    {{likelihood}}
+{parameters}    {{training}}
+
+    Attributes
+    ----------
+    {{attributes}}
+{attributes}
+
+    See Also
+    --------
+    {classifier.__name__}
+
+    References
+    ----------
+{references}
+    .. [0] B. Lakshminarayanan, A. Pritzel, C. Blundell. "Simple and Scalable Predictive
+       Uncertainty Estimation using Deep Ensembles." NeurIPS 2017 (the Gaussian members and
+       their mixture).
+
+    Examples
+    --------
+{examples}
+    """
+        return fill_doc(cls)
+
+    return decorate

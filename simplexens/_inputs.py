@@ -18,12 +18,12 @@ from .backends.rows import DatasetRows, is_row_source
 CHECK_ROWS = 8
 
 
-def training_rows(X, y, owner: str) -> tuple[DatasetRows, np.ndarray]:
+def training_rows(X, y, owner: str, multi_output: bool = False) -> tuple[DatasetRows, np.ndarray]:
     """A Dataset or sparse ``X`` and its labels, checked: ``(rows, y)``.
 
     With ``y`` None a Dataset's items must be ``(x, y)`` pairs and the labels are read in one
-    pass over it; a given ``y`` is used as the labels (items may then be ``x`` or
-    ``(x, anything)``).
+    pass over it (scalars); a given ``y`` is used as the labels (items may then be ``x`` or
+    ``(x, anything)``), one column or, with ``multi_output`` (regressors), several.
     """
     if y is None and sp.issparse(X):
         raise ValueError(
@@ -34,7 +34,11 @@ def training_rows(X, y, owner: str) -> tuple[DatasetRows, np.ndarray]:
     if y is None:
         y = rows.labels()
     else:
-        y = column_or_1d(y, warn=True)
+        y = (
+            check_array(y, ensure_2d=False, dtype=None, input_name="y")
+            if multi_output
+            else column_or_1d(y, warn=True)
+        )
         if len(y) != len(rows):
             raise ValueError(
                 f"X has {len(rows)} samples but y has {len(y)}: found input variables with "

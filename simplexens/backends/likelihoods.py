@@ -10,7 +10,7 @@ likelihood        module output (B, W)    criterion                        predi
 ``gaussian``      ``[mu | raw]``, W = 2T  :class:`GaussianNLLLoss`         per input
 ``homoscedastic`` ``mu``, W = T           :class:`GaussianNLLLoss` after   one per target,
                                           :class:`Homoscedastic`           learned
-``mse``           ``mu``, W = T           :class:`torch.nn.MSELoss`        none
+``mse``           ``mu``, W = T           :class:`SquaredErrorLoss`        none
 ================  ======================  ===============================  ==================
 
 **Layout.** A Gaussian output of width ``2T`` holds the ``T`` means ``mu`` in its first
@@ -48,6 +48,7 @@ __all__ = [
     "LIKELIHOODS",
     "GaussianNLLLoss",
     "Homoscedastic",
+    "SquaredErrorLoss",
     "criterion_for",
     "output_width",
     "raw_from_scale",
@@ -149,7 +150,7 @@ def criterion_for(likelihood: str) -> type[nn.Module]:
     -------
     type
         :class:`GaussianNLLLoss` for ``"gaussian"`` and ``"homoscedastic"`` (the latter on
-        the output of :class:`Homoscedastic`), :class:`torch.nn.MSELoss` for ``"mse"``. A
+        the output of :class:`Homoscedastic`), :class:`SquaredErrorLoss` for ``"mse"``. A
         class, not an instance, as skorch's ``criterion`` parameter takes it.
 
     Raises
@@ -159,17 +160,17 @@ def criterion_for(likelihood: str) -> type[nn.Module]:
 
     Notes
     -----
-    ``nn.MSELoss(reduction="none")`` returns one loss per value, shape ``(B, T)``, not one
-    per row as :class:`GaussianNLLLoss` does; and ``nn.MSELoss`` broadcasts an output of
-    shape ``(B, 1)`` against a target of shape ``(B,)`` to ``(B, B)`` (with a warning), so
-    its targets must have the output's shape.
+    ``torch.nn.MSELoss(reduction="none")`` returns one loss per value, shape ``(B, T)``,
+    where sample weights need one per row, and broadcasts an output of shape ``(B, 1)``
+    against a target of shape ``(B,)`` to ``(B, B)``; :class:`SquaredErrorLoss` returns one
+    per row and checks the shapes, and equals ``MSELoss`` under ``"mean"``.
 
     Examples
     --------
     >>> criterion_for("homoscedastic").__name__, criterion_for("mse").__name__
-    ('GaussianNLLLoss', 'MSELoss')
+    ('GaussianNLLLoss', 'SquaredErrorLoss')
     """
-    return nn.MSELoss if _check_likelihood(likelihood) == "mse" else GaussianNLLLoss
+    return SquaredErrorLoss if _check_likelihood(likelihood) == "mse" else GaussianNLLLoss
 
 
 def scale_from_raw(raw: torch.Tensor, min_scale: float = DEFAULT_MIN_SCALE) -> torch.Tensor:
@@ -376,6 +377,57 @@ class GaussianNLLLoss(nn.Module):
         sigma = F.softplus(raw) + self.min_scale
         z = (y - mean) / sigma
         losses = (torch.log(sigma) + 0.5 * z * z).sum(dim=-1) + n_targets * _HALF_LOG_2PI
+        if self.reduction == "none":
+            return losses
+        return losses.sum() if self.reduction == "sum" else losses.mean()
+
+
+class SquaredErrorLoss(nn.Module):
+    """Squared error averaged over targets, one loss per row: the ``"mse"`` likelihood.
+
+    For an output row ``mu`` and target row ``y`` of ``T`` values the loss of the row is
+    ``(1/T) sum_t (y_t - mu_t)^2``; under ``reduction="mean"`` the mean over rows, which is
+    :class:`torch.nn.MSELoss`. Unlike it, ``reduction="none"`` gives one loss per row
+    (what sample-weighted training averages with its weights), and the shapes must agree
+    (a target of shape ``(B,)`` is read as ``(B, 1)``).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum", "none"}, default="mean"
+        ``"mean"``: the mean over rows; ``"sum"``: the sum; ``"none"``: per row, ``(B,)``.
+
+    Raises
+    ------
+    ValueError
+        At construction, for an invalid ``reduction``; in :meth:`forward`, if ``output`` is
+        not ``(B, T)`` for targets ``(B, T)``.
+
+    Examples
+    --------
+    >>> SquaredErrorLoss(reduction="none")(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))
+    tensor([2.5000])
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}.")
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+    def forward(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of ``output`` (B, T) for targets ``y`` (B, T) or (B,)."""
+        y = y.to(device=output.device, dtype=output.dtype)
+        if y.dim() == output.dim() - 1:
+            y = y.unsqueeze(-1)
+        if output.shape != y.shape or output.dim() == 0:
+            raise ValueError(
+                f"SquaredErrorLoss: {_MEAN_WIDTH}; got an output of shape "
+                f"{tuple(output.shape)} for y of shape {tuple(y.shape)}."
+            )
+        losses = (output - y).square().mean(dim=-1)
         if self.reduction == "none":
             return losses
         return losses.sum() if self.reduction == "sum" else losses.mean()

@@ -19,7 +19,7 @@ from torch import nn
 
 #: Constructor arguments filled from the data when the module accepts them and the user did
 #: not set them.
-DATA_ARGUMENTS = ("n_features_in", "n_classes")
+DATA_ARGUMENTS = ("n_features_in", "n_classes", "n_outputs")
 
 
 def _accepted_arguments(factory: Any) -> set[str]:
@@ -69,17 +69,24 @@ class ModuleSpec:
         by :meth:`resolve`).
     filled : tuple of str, default=()
         The names in ``kwargs`` that :meth:`resolve` filled from the data.
+    wrap : callable or None, default=None
+        Applied to every built module (e.g. a regressor's learned-noise wrapper
+        :class:`~simplexens.backends.likelihoods.Homoscedastic`); picklable.
     """
 
     module: Any
     kwargs: dict = field(default_factory=dict)
     filled: tuple = ()
+    wrap: Any = None
 
     @classmethod
     def resolve(
         cls, module: Any, kwargs: dict, *, n_features_in: int, n_classes: int
     ) -> ModuleSpec:
         """Check ``module`` and fill ``n_features_in`` / ``n_classes`` where it accepts them.
+
+        ``n_classes`` is the module's output width (a regressor's columns per target times
+        the targets); a constructor argument named ``n_outputs`` gets the same value.
 
         Raises
         ------
@@ -101,12 +108,16 @@ class ModuleSpec:
                 f"an nn.Module instance; got {module!r}."
             )
         accepted = _accepted_arguments(module)
-        data = {"n_features_in": n_features_in, "n_classes": n_classes}
+        data = {"n_features_in": n_features_in, "n_classes": n_classes, "n_outputs": n_classes}
         filled = tuple(n for n in DATA_ARGUMENTS if n in accepted and n not in kwargs)
         return cls(module, {**kwargs, **{n: data[n] for n in filled}}, filled)
 
     def build(self) -> nn.Module:
         """Return a new module, drawing its initial weights from torch's global generator."""
+        built = self._build()
+        return built if self.wrap is None else self.wrap(built)
+
+    def _build(self) -> nn.Module:
         if isinstance(self.module, nn.Module):
             fresh = copy.deepcopy(self.module)
             reinitialise(fresh)

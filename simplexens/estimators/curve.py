@@ -9,9 +9,11 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult, store_parameters
-from .._docs import fill_doc
+from .._base import BaseEnsemble, FitResult, store_parameters
+from .._classifier import ClassifierHead
+from .._docs import fill_doc, regressor_doc
 from .._params import Boolean, Integer, Options, Real
+from .._regressor import RegressorHead
 from ..backends.parallel import member_seeds
 from ..backends.skorch import fit_curve
 from ..geometry.curves import CURVES, curve_coefficients
@@ -25,8 +27,95 @@ from ._anchors import (
 )
 
 
+class _Curve(ConnectingMixin, BaseEnsemble):
+    """The Curve method without a head: :class:`CurveClassifier` and
+    :class:`CurveRegressor` add theirs."""
+
+    _phase_names = ("curve", "curve")
+
+    _constraints: ClassVar[dict] = {
+        "curve": Options(CURVES),
+        "n_bends": Integer(3),
+        "n_train_samples": Integer(1),
+        "n_predict_samples": Integer(1),
+        "curve_epochs": Integer(1),
+        "curve_lr": Real(0, None, "neither", none=True),
+        "recalibrate_bn": Boolean(),
+        **phase_constraints("curve"),
+    }
+
+    _init_count_name = "the two endpoints of the curve"
+
+    def _check_method_params(self):
+        check_phase_callbacks(self, "curve")
+
+    def _n_trained(self):
+        return 2
+
+    def _planned_epochs(self):
+        modes = 0 if self.init_modes is not None else 2 * self.max_epochs
+        return modes + self.curve_epochs
+
+    def _divergence_advice(self):
+        curve_lr = phase_lr(self, "curve")
+        return f"Try a lower lr (now {self.lr}) or curve_lr (now {curve_lr})."
+
+    def _fit_members(self, spec, data, rng):
+        *seeds, seed = member_seeds(rng, 3)
+        modes, epochs = self._train_modes(spec, data, seeds)
+        self._check_connectable(spec, modes)
+        phases = anchor_phases(self, "curve", self.curve_epochs)
+        result = fit_curve(
+            spec, self._net_kwargs(data), modes, self.curve, self.n_bends, phases,
+            data.X, data.y, seed, self._stage(data),
+        )  # fmt: skip
+        t = torch.linspace(0, 1, self.n_predict_samples, dtype=torch.float64)
+        weights = curve_coefficients(t, self.curve, self.n_bends)
+        return FitResult(
+            anchor_members(result.anchors, weights, result.buffers),
+            epochs + result.epochs,
+            {
+                "curve_anchors_": result.anchors,
+                "predict_t_": t.numpy(),
+                "mode_buffers_": [
+                    {n: v for n, v in m.items() if n not in result.anchors} for m in modes
+                ],
+            },
+            recalibrate=self.recalibrate_bn,
+        )
+
+    def _init_mode_tensors(self):
+        check_is_fitted(self)
+        return [
+            {**{n: v[end].clone() for n, v in self.curve_anchors_.items()}, **buffers}
+            for end, buffers in zip((0, -1), self.mode_buffers_, strict=True)
+        ]
+
+    def curve_parameters(self, t):
+        """The curve's parameters at positions ``t``.
+
+        Parameters
+        ----------
+        t : float or array-like of shape (n_points,)
+            Positions in [0, 1]; 0 and 1 give the endpoints bit-exactly.
+
+        Returns
+        -------
+        dict of str to Tensor of shape (n_points, *shape)
+            The trainable parameters of the module at each point, on the CPU. Buffers
+            (BatchNorm statistics) are not part of the curve: recompute them for each point.
+        """
+        check_is_fitted(self)
+        t = torch.as_tensor(np.atleast_1d(np.asarray(t, dtype=np.float64)))
+        weights = curve_coefficients(t, self.curve, self.n_bends)
+        return {
+            n: torch.tensordot(weights.to(a.dtype), a, dims=1)
+            for n, a in self.curve_anchors_.items()
+        }
+
+
 @fill_doc
-class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
+class CurveClassifier(ClassifierHead, _Curve):
     """Mode connectivity: two networks joined by a curve of low loss, its points averaged.
 
     Two modes ``w_0, w_1`` are trained as ordinary networks, in parallel (``max_epochs`` at
@@ -134,84 +223,54 @@ class CurveClassifier(ConnectingMixin, BaseEnsembleClassifier):
     ):
         store_parameters(self, locals())
 
-    _phase_names = ("curve", "curve")
 
-    _constraints: ClassVar[dict] = {
-        "curve": Options(CURVES),
-        "n_bends": Integer(3),
-        "n_train_samples": Integer(1),
-        "n_predict_samples": Integer(1),
-        "curve_epochs": Integer(1),
-        "curve_lr": Real(0, None, "neither", none=True),
-        "recalibrate_bn": Boolean(),
-        **phase_constraints("curve"),
-    }
+_CURVE_EXAMPLE = """\
+>>> from sklearn.datasets import make_regression
+>>> from simplexens import CurveRegressor
+>>> from simplexens.datasets import MLP
+>>> X, y = make_regression(n_samples=200, n_features=5, noise=10.0, random_state=0)
+>>> reg = CurveRegressor(MLP, max_epochs=20, curve_epochs=5,
+...                     random_state=0).fit(X, y)
+>>> mean, std = reg.predict(X[:4], return_std=True)
+>>> mean.shape, std.shape, bool((std > 0).all())
+((4,), (4,), True)
+"""
 
-    _init_count_name = "the two endpoints of the curve"
 
-    def _check_method_params(self):
-        check_phase_callbacks(self, "curve")
+@regressor_doc(CurveClassifier, _CURVE_EXAMPLE)
+class CurveRegressor(RegressorHead, _Curve):
+    """Curve as a regressor (see :func:`~simplexens._docs.regressor_doc`)."""
 
-    def _n_trained(self):
-        return 2
-
-    def _planned_epochs(self):
-        modes = 0 if self.init_modes is not None else 2 * self.max_epochs
-        return modes + self.curve_epochs
-
-    def _divergence_advice(self):
-        curve_lr = phase_lr(self, "curve")
-        return f"Try a lower lr (now {self.lr}) or curve_lr (now {curve_lr})."
-
-    def _fit_members(self, spec, data, rng):
-        *seeds, seed = member_seeds(rng, 3)
-        modes, epochs = self._train_modes(spec, data, seeds)
-        self._check_connectable(spec, modes)
-        phases = anchor_phases(self, "curve", self.curve_epochs)
-        result = fit_curve(
-            spec, self._net_kwargs(data), modes, self.curve, self.n_bends, phases,
-            data.X, data.y, seed, self._stage(data),
-        )  # fmt: skip
-        t = torch.linspace(0, 1, self.n_predict_samples, dtype=torch.float64)
-        weights = curve_coefficients(t, self.curve, self.n_bends)
-        return FitResult(
-            anchor_members(result.anchors, weights, result.buffers),
-            epochs + result.epochs,
-            {
-                "curve_anchors_": result.anchors,
-                "predict_t_": t.numpy(),
-                "mode_buffers_": [
-                    {n: v for n, v in m.items() if n not in result.anchors} for m in modes
-                ],
-            },
-            recalibrate=self.recalibrate_bn,
-        )
-
-    def _init_mode_tensors(self):
-        check_is_fitted(self)
-        return [
-            {**{n: v[end].clone() for n, v in self.curve_anchors_.items()}, **buffers}
-            for end, buffers in zip((0, -1), self.mode_buffers_, strict=True)
-        ]
-
-    def curve_parameters(self, t):
-        """The curve's parameters at positions ``t``.
-
-        Parameters
-        ----------
-        t : float or array-like of shape (n_points,)
-            Positions in [0, 1]; 0 and 1 give the endpoints bit-exactly.
-
-        Returns
-        -------
-        dict of str to Tensor of shape (n_points, *shape)
-            The trainable parameters of the module at each point, on the CPU. Buffers
-            (BatchNorm statistics) are not part of the curve: recompute them for each point.
-        """
-        check_is_fitted(self)
-        t = torch.as_tensor(np.atleast_1d(np.asarray(t, dtype=np.float64)))
-        weights = curve_coefficients(t, self.curve, self.n_bends)
-        return {
-            n: torch.tensordot(weights.to(a.dtype), a, dims=1)
-            for n, a in self.curve_anchors_.items()
-        }
+    def __init__(
+        self,
+        module,
+        *,
+        likelihood="gaussian",
+        curve="bezier",
+        n_bends=3,
+        n_train_samples=5,
+        n_predict_samples=10,
+        curve_epochs=20,
+        curve_lr=None,
+        curve_schedule="cosine",
+        curve_callbacks=None,
+        recalibrate_bn=True,
+        init_modes=None,
+        criterion=None,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        working_memory=None,
+        member_memory=None,
+        precision="float32",
+        **kwargs,
+    ):
+        store_parameters(self, locals())

@@ -9,9 +9,11 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult, store_parameters
-from .._docs import fill_doc
+from .._base import BaseEnsemble, FitResult, store_parameters
+from .._classifier import ClassifierHead
+from .._docs import fill_doc, regressor_doc
 from .._params import Boolean, Integer, Real
+from .._regressor import RegressorHead
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import fit_simplex
 from ._anchors import (
@@ -23,8 +25,130 @@ from ._anchors import (
 )
 
 
+class _ESPRO(BaseEnsemble):
+    """The ESPRO method without a head: :class:`ESPROClassifier` and
+    :class:`ESPRORegressor` add theirs."""
+
+    _constraints: ClassVar[dict] = {
+        "n_modes": Integer(1),
+        "n_vertices": Integer(1),
+        "n_train_samples": Integer(1),
+        "n_predict_samples": Integer(1),
+        "epochs_per_vertex": Integer(1),
+        "volume_lambda": Real(0),
+        "vertex_init_scale": Real(0, None, "neither"),
+        "vertex_lr": Real(0, None, "neither", none=True),
+        "recalibrate_bn": Boolean(),
+        **phase_constraints("vertex"),
+    }
+
+    def _check_method_params(self):
+        check_phase_callbacks(self, "vertex")
+
+    def _check_module(self, template):
+        trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
+        if self.n_vertices > trainable + 1:
+            raise ValueError(
+                f"n_vertices={self.n_vertices} is more than the module's {trainable} trainable "
+                f"parameters + 1: a simplex of that many vertices has no volume in a "
+                f"{trainable}-dimensional parameter space. Use n_vertices <= {trainable + 1}."
+            )
+
+    _member_name = "mode"
+
+    _growable = ("n_modes", "n_vertices")
+    _fixed_when_warm = ("n_predict_samples",)
+    _fixed_when_warm_reason = "the fitted simplexes keep their points."
+
+    def _n_trained(self):
+        return self.n_modes
+
+    def _planned_epochs(self):
+        mode = 0 if self.init_modes is not None else self.max_epochs
+        return self.n_modes * (mode + (self.n_vertices - 1) * self.epochs_per_vertex)
+
+    def _divergence_advice(self):
+        vertex_lr = phase_lr(self, "vertex")
+        return (
+            f"Try a lower lr (now {self.lr}), vertex_lr (now {vertex_lr}), volume_lambda "
+            f"(now {self.volume_lambda}) or vertex_init_scale (now {self.vertex_init_scale})."
+        )
+
+    def _fit_members(self, spec, data, rng):
+        phases = anchor_phases(
+            self, "vertex", self.epochs_per_vertex, self.vertex_init_scale, self.volume_lambda
+        )
+        kwargs = self._net_kwargs(data)
+        fitted = self._fitted_count(data, "n_modes")
+        seeds = member_seeds(rng, self.n_modes - (0 if self._grows_vertices(data) else fitted))
+        grown = fitted if self._grows_vertices(data) else 0  # simplexes continued, not new
+        modes = self._init_mode_tensors()[:grown] if grown else []
+        starts = [
+            (mode, {n: v[i] for n, v in self.simplex_vertices_.items()})
+            for i, mode in enumerate(modes)
+        ]
+        starts += [(init, None) for init in data.init or [None] * (len(seeds) - grown)]
+        first = self.n_modes - len(seeds)
+        jobs = [
+            (spec, kwargs, self.n_vertices, phases, data.X, data.y, seed, phase, *start)
+            for seed, phase, start in zip(seeds, self._phases(data, first), starts, strict=True)
+        ]
+        simplexes = run_members(fit_simplex, jobs, self.n_jobs)
+        weights = torch.from_numpy(
+            rng.dirichlet(np.ones(self.n_vertices), size=(len(simplexes), self.n_predict_samples))
+        )
+        members = [
+            member
+            for simplex, w in zip(simplexes, weights, strict=True)
+            for member in anchor_members(simplex.anchors, w, simplex.buffers)
+        ]
+        return FitResult(
+            members,
+            sum(s.epochs for s in simplexes),
+            self._simplex_attributes(simplexes, weights, first, grown),
+            recalibrate=self.recalibrate_bn,
+            appended=first > 0,
+        )
+
+    def _grows_vertices(self, data) -> bool:
+        """Whether a warm refit adds vertices to the fitted simplexes."""
+        return bool(data.warm) and data.warm["n_vertices"][1] > data.warm["n_vertices"][0]
+
+    def _simplex_attributes(self, simplexes, weights, first: int, grown: int) -> dict:
+        """The fitted attributes: those of simplexes ``0 .. first - 1`` kept (a warm refit
+        that only adds modes), the others from ``simplexes``, of which the first ``grown``
+        continue fitted simplexes (a warm refit that adds vertices) and keep their volumes."""
+        old = [list(v) for v in self.simplex_log_volumes_] if first or grown else []
+        volumes = old[:first] + [
+            (old[i] if i < grown else []) + [v[0] for v in s.log_volumes]
+            for i, s in enumerate(simplexes)
+        ]
+        names = simplexes[0].anchors
+        vertices = {n: torch.stack([s.anchors[n] for s in simplexes]) for n in names}
+        buffers = [s.buffers for s in simplexes]
+        if first:
+            vertices = {n: torch.cat([self.simplex_vertices_[n], v]) for n, v in vertices.items()}
+            weights = torch.cat([torch.from_numpy(self.predict_weights_), weights])
+            buffers = self.mode_buffers_ + buffers
+        return {
+            "simplex_vertices_": vertices,
+            "simplex_log_volumes_": np.array(volumes, dtype=np.float64).reshape(
+                self.n_modes, self.n_vertices - 1
+            ),
+            "predict_weights_": weights.numpy(),
+            "mode_buffers_": buffers,
+        }
+
+    def _init_mode_tensors(self):
+        check_is_fitted(self)
+        return [
+            {**{n: v[i, 0].clone() for n, v in self.simplex_vertices_.items()}, **buffers}
+            for i, buffers in enumerate(self.mode_buffers_)
+        ]
+
+
 @fill_doc
-class ESPROClassifier(BaseEnsembleClassifier):
+class ESPROClassifier(ClassifierHead, _ESPRO):
     """ESPRO: an ensemble of low-loss simplexes, one grown from each of ``n_modes`` networks.
 
     Each mode is trained as an ordinary network (``max_epochs`` at ``lr``), or given
@@ -153,119 +277,57 @@ class ESPROClassifier(BaseEnsembleClassifier):
     ):
         store_parameters(self, locals())
 
-    _constraints: ClassVar[dict] = {
-        "n_modes": Integer(1),
-        "n_vertices": Integer(1),
-        "n_train_samples": Integer(1),
-        "n_predict_samples": Integer(1),
-        "epochs_per_vertex": Integer(1),
-        "volume_lambda": Real(0),
-        "vertex_init_scale": Real(0, None, "neither"),
-        "vertex_lr": Real(0, None, "neither", none=True),
-        "recalibrate_bn": Boolean(),
-        **phase_constraints("vertex"),
-    }
 
-    def _check_method_params(self):
-        check_phase_callbacks(self, "vertex")
+_ESPRO_EXAMPLE = """\
+>>> from sklearn.datasets import make_regression
+>>> from simplexens import ESPRORegressor
+>>> from simplexens.datasets import MLP
+>>> X, y = make_regression(n_samples=200, n_features=5, noise=10.0, random_state=0)
+>>> reg = ESPRORegressor(MLP, n_modes=2, n_vertices=2, max_epochs=20,
+...                     epochs_per_vertex=5,
+...                     random_state=0).fit(X, y)
+>>> mean, std = reg.predict(X[:4], return_std=True)
+>>> mean.shape, std.shape, bool((std > 0).all())
+((4,), (4,), True)
+"""
 
-    def _check_module(self, template):
-        trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
-        if self.n_vertices > trainable + 1:
-            raise ValueError(
-                f"n_vertices={self.n_vertices} is more than the module's {trainable} trainable "
-                f"parameters + 1: a simplex of that many vertices has no volume in a "
-                f"{trainable}-dimensional parameter space. Use n_vertices <= {trainable + 1}."
-            )
 
-    _member_name = "mode"
+@regressor_doc(ESPROClassifier, _ESPRO_EXAMPLE)
+class ESPRORegressor(RegressorHead, _ESPRO):
+    """ESPRO as a regressor (see :func:`~simplexens._docs.regressor_doc`)."""
 
-    _growable = ("n_modes", "n_vertices")
-    _fixed_when_warm = ("n_predict_samples",)
-    _fixed_when_warm_reason = "the fitted simplexes keep their points."
-
-    def _n_trained(self):
-        return self.n_modes
-
-    def _planned_epochs(self):
-        mode = 0 if self.init_modes is not None else self.max_epochs
-        return self.n_modes * (mode + (self.n_vertices - 1) * self.epochs_per_vertex)
-
-    def _divergence_advice(self):
-        vertex_lr = phase_lr(self, "vertex")
-        return (
-            f"Try a lower lr (now {self.lr}), vertex_lr (now {vertex_lr}), volume_lambda "
-            f"(now {self.volume_lambda}) or vertex_init_scale (now {self.vertex_init_scale})."
-        )
-
-    def _fit_members(self, spec, data, rng):
-        phases = anchor_phases(
-            self, "vertex", self.epochs_per_vertex, self.vertex_init_scale, self.volume_lambda
-        )
-        kwargs = self._net_kwargs(data)
-        fitted = self._fitted_count(data, "n_modes")
-        seeds = member_seeds(rng, self.n_modes - (0 if self._grows_vertices(data) else fitted))
-        grown = fitted if self._grows_vertices(data) else 0  # simplexes continued, not new
-        modes = self._init_mode_tensors()[:grown] if grown else []
-        starts = [
-            (mode, {n: v[i] for n, v in self.simplex_vertices_.items()})
-            for i, mode in enumerate(modes)
-        ]
-        starts += [(init, None) for init in data.init or [None] * (len(seeds) - grown)]
-        first = self.n_modes - len(seeds)
-        jobs = [
-            (spec, kwargs, self.n_vertices, phases, data.X, data.y, seed, phase, *start)
-            for seed, phase, start in zip(seeds, self._phases(data, first), starts, strict=True)
-        ]
-        simplexes = run_members(fit_simplex, jobs, self.n_jobs)
-        weights = torch.from_numpy(
-            rng.dirichlet(np.ones(self.n_vertices), size=(len(simplexes), self.n_predict_samples))
-        )
-        members = [
-            member
-            for simplex, w in zip(simplexes, weights, strict=True)
-            for member in anchor_members(simplex.anchors, w, simplex.buffers)
-        ]
-        return FitResult(
-            members,
-            sum(s.epochs for s in simplexes),
-            self._simplex_attributes(simplexes, weights, first, grown),
-            recalibrate=self.recalibrate_bn,
-            appended=first > 0,
-        )
-
-    def _grows_vertices(self, data) -> bool:
-        """Whether a warm refit adds vertices to the fitted simplexes."""
-        return bool(data.warm) and data.warm["n_vertices"][1] > data.warm["n_vertices"][0]
-
-    def _simplex_attributes(self, simplexes, weights, first: int, grown: int) -> dict:
-        """The fitted attributes: those of simplexes ``0 .. first - 1`` kept (a warm refit
-        that only adds modes), the others from ``simplexes``, of which the first ``grown``
-        continue fitted simplexes (a warm refit that adds vertices) and keep their volumes."""
-        old = [list(v) for v in self.simplex_log_volumes_] if first or grown else []
-        volumes = old[:first] + [
-            (old[i] if i < grown else []) + [v[0] for v in s.log_volumes]
-            for i, s in enumerate(simplexes)
-        ]
-        names = simplexes[0].anchors
-        vertices = {n: torch.stack([s.anchors[n] for s in simplexes]) for n in names}
-        buffers = [s.buffers for s in simplexes]
-        if first:
-            vertices = {n: torch.cat([self.simplex_vertices_[n], v]) for n, v in vertices.items()}
-            weights = torch.cat([torch.from_numpy(self.predict_weights_), weights])
-            buffers = self.mode_buffers_ + buffers
-        return {
-            "simplex_vertices_": vertices,
-            "simplex_log_volumes_": np.array(volumes, dtype=np.float64).reshape(
-                self.n_modes, self.n_vertices - 1
-            ),
-            "predict_weights_": weights.numpy(),
-            "mode_buffers_": buffers,
-        }
-
-    def _init_mode_tensors(self):
-        check_is_fitted(self)
-        return [
-            {**{n: v[i, 0].clone() for n, v in self.simplex_vertices_.items()}, **buffers}
-            for i, buffers in enumerate(self.mode_buffers_)
-        ]
+    def __init__(
+        self,
+        module,
+        *,
+        likelihood="gaussian",
+        n_modes=3,
+        n_vertices=3,
+        volume_lambda=1e-3,
+        n_train_samples=5,
+        n_predict_samples=10,
+        epochs_per_vertex=20,
+        vertex_lr=None,
+        vertex_init_scale=1.0,
+        vertex_schedule="cosine",
+        vertex_callbacks=None,
+        recalibrate_bn=True,
+        init_modes=None,
+        criterion=None,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        working_memory=None,
+        member_memory=None,
+        precision="float32",
+        **kwargs,
+    ):
+        store_parameters(self, locals())

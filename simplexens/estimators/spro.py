@@ -15,9 +15,11 @@ from sklearn.utils.validation import (
 )
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult, store_parameters
-from .._docs import fill_doc
+from .._base import BaseEnsemble, FitResult, store_parameters
+from .._classifier import ClassifierHead
+from .._docs import fill_doc, regressor_doc
 from .._params import Boolean, Integer, Options, Real
+from .._regressor import RegressorHead
 from ..backends.batching import batch_size_for, batch_slices
 from ..backends.batchnorm import recalibrate_batchnorm
 from ..backends.parallel import member_seeds
@@ -33,143 +35,9 @@ from ._anchors import (
 )
 
 
-@fill_doc
-class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
-    """SPRO: ``n_modes`` networks connected through shared connectors into a low-loss complex.
-
-    The modes ``w_i`` are trained as ordinary networks, in parallel (``max_epochs`` at
-    ``lr``), or given (``init_modes``). Connectors ``θ_0, θ_1, ...`` are then added one at a
-    time; after ``j`` of them the simplicial complex is the union of the simplexes
-    ``S(w_i, θ_0, ..., θ_{{j-1}})``, one per mode, all sharing the connectors. Connector ``θ_j``
-    starts at the centroid of all anchors moved along a random direction of relative size
-    ``connector_init_scale`` and is trained for ``epochs_per_connector`` epochs, with its own
-    schedule from ``connector_lr`` and every other anchor frozen, on
-
-        L = (1/M) Σ_m CE(f(x; φ_m), y) - λ Σ_i log V(S_i),   φ_m uniform over the complex,
-
-    the volume term over *all* the complex's simplexes (the reference code regularises only
-    the first). A point uniform over the complex is drawn by choosing a simplex with
-    probability proportional to its current volume, then Dirichlet(1) weights inside it
-    (``complex_weighting="equal"`` chooses simplexes with equal probability, as the reference
-    code does: not uniform when volumes differ). The M = ``n_train_samples`` points of a step
-    each evaluate their own chunk of the batch in one vectorised call, as ESPRO's. Prediction
-    averages ``n_predict_samples`` points drawn uniformly over the final complex, with
-    BatchNorm statistics recomputed for every point.
-
-    With 2 modes and 1 connector the complex is a polygonal chain ``w_0 - θ_0 - w_1``. The
-    log-volume of every simplex is recorded after each connector: the dimensionality probe
-    (:meth:`dimension_probe`) reads it. For the probe to measure the loss surface rather
-    than the random start, start connectors close to the complex (a small
-    ``connector_init_scale``) and let the volume term push them out (``volume_lambda``
-    around 1: below about 0.1 it barely moves a connector, as for ESPRO's vertices).
-
-    Parameters
-    ----------
-    {module}
-    n_modes : int, default=2
-        Number of modes to connect (at least 2).
-    n_connectors : int, default=2
-        Connectors added one at a time (the paper: up to about 10 before the volume
-        collapses for a VGG-16 on CIFAR-10).
-    volume_lambda : float, default=1e-3
-        λ, weight of the ``-Σ log V`` term (as ESPRO's).
-    n_train_samples : int, default=5
-        M, points of the complex per training step.
-    n_predict_samples : int, default=10
-        Points of the complex drawn for prediction, in total.
-    epochs_per_connector : int, default=20
-        Epochs of training for each connector. Connecting paths need a budget comparable to
-        a mode's: with too few steps the complex's points lose train accuracy
-        (``benchmarks/README.md``).
-    connector_lr : float or None, default=None
-        The peak learning rate of each connector phase; None uses ``2 * lr`` (as ESPRO's
-        vertices).
-    connector_init_scale : float, default=0.1
-        Relative size of the random move that starts each connector off the centroid of the
-        anchors (per parameter tensor, as a fraction of its norm at the centroid).
-    {phases}
-    complex_weighting : {{"volume", "equal"}}, default="volume"
-        How a simplex is chosen for each sampled point: in proportion to its volume (uniform
-        over the complex) or with equal probability (the reference code's choice).
-    recalibrate_bn : bool, default=True
-        Recompute BatchNorm statistics for every prediction point with one pass over the
-        training data.
-    {init_modes}
-    {training}
-
-    Attributes
-    ----------
-    {attributes}
-    complex_ : SimplicialComplex
-        The final complex: simplexes as vertex indices into ``complex_vertices_``.
-    complex_vertices_ : dict of str to Tensor of shape (n_modes + n_connectors, *shape)
-        The modes, then the connectors, per parameter of the module, on the CPU.
-    complex_log_volumes_ : ndarray of shape (n_connectors, n_modes)
-        log V of each simplex ``S(w_i, θ_0, ..., θ_j)`` after connector ``j + 1``.
-    predict_weights_ : ndarray of shape (n_predict_samples, n_modes + n_connectors)
-        Coefficients of the prediction points over ``complex_vertices_``.
-    mode_buffers_ : list of dict of str to Tensor
-        Each mode's buffers and frozen parameters.
-
-    See Also
-    --------
-    ESPROClassifier, CurveClassifier
-
-    References
-    ----------
-    .. [1] G. W. Benton, W. J. Maddox, S. Lotfi, A. G. Wilson. "Loss Surface Simplexes for
-       Mode Connecting Volumes and Fast Ensembling." ICML 2021, sections 3-4.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from sklearn.datasets import make_classification
-    >>> from simplexens import SPROClassifier
-    >>> def MLP(n_features_in, n_classes):
-    ...     return nn.Sequential(nn.Linear(n_features_in, 32), nn.ReLU(), nn.Linear(32, n_classes))
-    >>> X, y = make_classification(200, 8, n_informative=5, n_classes=3, random_state=0)
-    >>> clf = SPROClassifier(MLP, n_modes=2, n_connectors=1, max_epochs=3,
-    ...                      epochs_per_connector=2, random_state=0).fit(X, y)
-    >>> clf.complex_.simplexes
-    ((0, 2), (1, 2))
-    """
-
-    def __init__(
-        self,
-        module,
-        *,
-        n_modes=2,
-        n_connectors=2,
-        volume_lambda=1e-3,
-        n_train_samples=5,
-        n_predict_samples=10,
-        epochs_per_connector=20,
-        connector_lr=None,
-        connector_init_scale=0.1,
-        connector_schedule="cosine",
-        connector_callbacks=None,
-        complex_weighting="volume",
-        recalibrate_bn=True,
-        init_modes=None,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.SGD,
-        lr=0.01,
-        max_epochs=10,
-        batch_size=128,
-        device="cpu",
-        callbacks=None,
-        verbose=0,
-        train_split=None,
-        class_weight=None,
-        warm_start=False,
-        random_state=None,
-        n_jobs=None,
-        working_memory=None,
-        member_memory=None,
-        precision="float32",
-        **kwargs,
-    ):
-        store_parameters(self, locals())
+class _SPRO(ConnectingMixin, BaseEnsemble):
+    """The SPRO method without a head: :class:`SPROClassifier` and
+    :class:`SPRORegressor` add theirs."""
 
     _phase_names = ("connector", "connector")
 
@@ -347,6 +215,200 @@ class SPROClassifier(ConnectingMixin, BaseEnsembleClassifier):
         ]
         predicted = self.classes_[torch.cat(logits, 1).argmax(-1).cpu().numpy()]
         return float((predicted == np.asarray(y)[None]).mean())
+
+
+@fill_doc
+class SPROClassifier(ClassifierHead, _SPRO):
+    """SPRO: ``n_modes`` networks connected through shared connectors into a low-loss complex.
+
+    The modes ``w_i`` are trained as ordinary networks, in parallel (``max_epochs`` at
+    ``lr``), or given (``init_modes``). Connectors ``θ_0, θ_1, ...`` are then added one at a
+    time; after ``j`` of them the simplicial complex is the union of the simplexes
+    ``S(w_i, θ_0, ..., θ_{{j-1}})``, one per mode, all sharing the connectors. Connector ``θ_j``
+    starts at the centroid of all anchors moved along a random direction of relative size
+    ``connector_init_scale`` and is trained for ``epochs_per_connector`` epochs, with its own
+    schedule from ``connector_lr`` and every other anchor frozen, on
+
+        L = (1/M) Σ_m CE(f(x; φ_m), y) - λ Σ_i log V(S_i),   φ_m uniform over the complex,
+
+    the volume term over *all* the complex's simplexes (the reference code regularises only
+    the first). A point uniform over the complex is drawn by choosing a simplex with
+    probability proportional to its current volume, then Dirichlet(1) weights inside it
+    (``complex_weighting="equal"`` chooses simplexes with equal probability, as the reference
+    code does: not uniform when volumes differ). The M = ``n_train_samples`` points of a step
+    each evaluate their own chunk of the batch in one vectorised call, as ESPRO's. Prediction
+    averages ``n_predict_samples`` points drawn uniformly over the final complex, with
+    BatchNorm statistics recomputed for every point.
+
+    With 2 modes and 1 connector the complex is a polygonal chain ``w_0 - θ_0 - w_1``. The
+    log-volume of every simplex is recorded after each connector: the dimensionality probe
+    (:meth:`dimension_probe`) reads it. For the probe to measure the loss surface rather
+    than the random start, start connectors close to the complex (a small
+    ``connector_init_scale``) and let the volume term push them out (``volume_lambda``
+    around 1: below about 0.1 it barely moves a connector, as for ESPRO's vertices).
+
+    Parameters
+    ----------
+    {module}
+    n_modes : int, default=2
+        Number of modes to connect (at least 2).
+    n_connectors : int, default=2
+        Connectors added one at a time (the paper: up to about 10 before the volume
+        collapses for a VGG-16 on CIFAR-10).
+    volume_lambda : float, default=1e-3
+        λ, weight of the ``-Σ log V`` term (as ESPRO's).
+    n_train_samples : int, default=5
+        M, points of the complex per training step.
+    n_predict_samples : int, default=10
+        Points of the complex drawn for prediction, in total.
+    epochs_per_connector : int, default=20
+        Epochs of training for each connector. Connecting paths need a budget comparable to
+        a mode's: with too few steps the complex's points lose train accuracy
+        (``benchmarks/README.md``).
+    connector_lr : float or None, default=None
+        The peak learning rate of each connector phase; None uses ``2 * lr`` (as ESPRO's
+        vertices).
+    connector_init_scale : float, default=0.1
+        Relative size of the random move that starts each connector off the centroid of the
+        anchors (per parameter tensor, as a fraction of its norm at the centroid).
+    {phases}
+    complex_weighting : {{"volume", "equal"}}, default="volume"
+        How a simplex is chosen for each sampled point: in proportion to its volume (uniform
+        over the complex) or with equal probability (the reference code's choice).
+    recalibrate_bn : bool, default=True
+        Recompute BatchNorm statistics for every prediction point with one pass over the
+        training data.
+    {init_modes}
+    {training}
+
+    Attributes
+    ----------
+    {attributes}
+    complex_ : SimplicialComplex
+        The final complex: simplexes as vertex indices into ``complex_vertices_``.
+    complex_vertices_ : dict of str to Tensor of shape (n_modes + n_connectors, *shape)
+        The modes, then the connectors, per parameter of the module, on the CPU.
+    complex_log_volumes_ : ndarray of shape (n_connectors, n_modes)
+        log V of each simplex ``S(w_i, θ_0, ..., θ_j)`` after connector ``j + 1``.
+    predict_weights_ : ndarray of shape (n_predict_samples, n_modes + n_connectors)
+        Coefficients of the prediction points over ``complex_vertices_``.
+    mode_buffers_ : list of dict of str to Tensor
+        Each mode's buffers and frozen parameters.
+
+    See Also
+    --------
+    ESPROClassifier, CurveClassifier
+
+    References
+    ----------
+    .. [1] G. W. Benton, W. J. Maddox, S. Lotfi, A. G. Wilson. "Loss Surface Simplexes for
+       Mode Connecting Volumes and Fast Ensembling." ICML 2021, sections 3-4.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from sklearn.datasets import make_classification
+    >>> from simplexens import SPROClassifier
+    >>> def MLP(n_features_in, n_classes):
+    ...     return nn.Sequential(nn.Linear(n_features_in, 32), nn.ReLU(), nn.Linear(32, n_classes))
+    >>> X, y = make_classification(200, 8, n_informative=5, n_classes=3, random_state=0)
+    >>> clf = SPROClassifier(MLP, n_modes=2, n_connectors=1, max_epochs=3,
+    ...                      epochs_per_connector=2, random_state=0).fit(X, y)
+    >>> clf.complex_.simplexes
+    ((0, 2), (1, 2))
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        n_modes=2,
+        n_connectors=2,
+        volume_lambda=1e-3,
+        n_train_samples=5,
+        n_predict_samples=10,
+        epochs_per_connector=20,
+        connector_lr=None,
+        connector_init_scale=0.1,
+        connector_schedule="cosine",
+        connector_callbacks=None,
+        complex_weighting="volume",
+        recalibrate_bn=True,
+        init_modes=None,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        class_weight=None,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        working_memory=None,
+        member_memory=None,
+        precision="float32",
+        **kwargs,
+    ):
+        store_parameters(self, locals())
+
+
+_SPRO_EXAMPLE = """\
+>>> from sklearn.datasets import make_regression
+>>> from simplexens import SPRORegressor
+>>> from simplexens.datasets import MLP
+>>> X, y = make_regression(n_samples=200, n_features=5, noise=10.0, random_state=0)
+>>> reg = SPRORegressor(MLP, n_connectors=1, max_epochs=20, epochs_per_connector=5,
+...                     random_state=0).fit(X, y)
+>>> mean, std = reg.predict(X[:4], return_std=True)
+>>> mean.shape, std.shape, bool((std > 0).all())
+((4,), (4,), True)
+"""
+
+
+@regressor_doc(SPROClassifier, _SPRO_EXAMPLE)
+class SPRORegressor(RegressorHead, _SPRO):
+    """SPRO as a regressor (see :func:`~simplexens._docs.regressor_doc`)."""
+
+    def __init__(
+        self,
+        module,
+        *,
+        likelihood="gaussian",
+        n_modes=2,
+        n_connectors=2,
+        volume_lambda=1e-3,
+        n_train_samples=5,
+        n_predict_samples=10,
+        epochs_per_connector=20,
+        connector_lr=None,
+        connector_init_scale=0.1,
+        connector_schedule="cosine",
+        connector_callbacks=None,
+        complex_weighting="volume",
+        recalibrate_bn=True,
+        init_modes=None,
+        criterion=None,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        working_memory=None,
+        member_memory=None,
+        precision="float32",
+        **kwargs,
+    ):
+        store_parameters(self, locals())
 
 
 def _fixed(mode: dict, anchors: dict) -> dict:

@@ -9,10 +9,12 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult, store_parameters, summed_nll
-from .._docs import fill_doc
+from .._base import BaseEnsemble, FitResult, store_parameters
+from .._classifier import ClassifierHead
+from .._docs import fill_doc, regressor_doc
 from .._init_modes import resolve_init_modes
 from .._params import Boolean, Integer, Options, Real
+from .._regressor import RegressorHead
 from ..backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from ..backends.functional import ParameterStack, module_tensors
 from ..backends.parallel import member_seeds, private_rng
@@ -26,8 +28,208 @@ SUBSPACES = ("pca", "random", "curve")
 SAMPLERS = ("ess", "vi")
 
 
+class _Subspace(SWAPhaseMixin, BaseEnsemble):
+    """The Subspace method without a head: :class:`SubspaceClassifier` and
+    :class:`SubspaceRegressor` add theirs."""
+
+    _constraints: ClassVar[dict] = {
+        "subspace": Options(SUBSPACES),
+        "rank": Integer(1),
+        "sampler": Options(SAMPLERS),
+        "prior_scale": Real(0, None, "neither"),
+        "temperature": Real(0, None, "neither", none=True),
+        "n_predict_samples": Integer(1),
+        "n_chains": Integer(1),
+        "burn_in": Integer(0),
+        "thin": Integer(1),
+        "vi_covariance": Options(("diagonal", "full")),
+        "vi_iterations": Integer(1),
+        "max_rank": Integer(2),
+        "swa_start": Integer(0),
+        "swa_lr": Real(0, None, "neither"),
+        "stats_on_cpu": Boolean(),
+        "recalibrate_bn": Boolean(),
+    }
+
+    _member_name = "run"
+
+    def _check_method_params(self):
+        if self.subspace == "curve":
+            if self.init_modes is None:
+                raise ValueError(
+                    "subspace='curve' needs a curve: pass a fitted CurveClassifier "
+                    "(n_bends=3) or its three anchors [w_0, bend, w_1] as init_modes."
+                )
+            return
+        self._check_swa_params()
+        if self.subspace == "pca" and self.rank >= self.max_rank:
+            raise ValueError(
+                f"rank={self.rank} principal directions need at least rank + 1 deviations, "
+                f"but max_rank={self.max_rank} keeps fewer: raise max_rank or lower rank."
+            )
+
+    def _n_trained(self):
+        return 1
+
+    def _planned_epochs(self):
+        if self.subspace == "curve":
+            return 0
+        before = self.swa_start if self.init_modes is None else 0
+        return self.max_epochs - self.swa_start + before
+
+    _init_count_name = "the networks it starts from"
+
+    def _init_count(self):
+        return 3 if self.subspace == "curve" else 1
+
+    def _resolve_init_modes(self, template):
+        modes = self.init_modes
+        if self.subspace == "curve" and hasattr(modes, "curve_anchors_"):
+            modes = _curve_anchors(modes)
+        if modes is None:
+            return None
+        return resolve_init_modes(
+            modes,
+            template,
+            expected=self._init_count(),
+            count_name=self._init_count_name,
+            owner=type(self).__name__,
+        )
+
+    def _fit_members(self, spec, data, rng):
+        (seed,) = member_seeds(rng, 1)
+        with private_rng(seed, self.device):
+            template = spec.build().to(self.device)
+        names = _trainable_names(template)
+        if self.subspace == "curve":
+            shift, basis, buffers, epochs = self._curve_space(data, names)
+        else:
+            shift, basis, buffers, epochs = self._swa_space(spec, data, seed, names)
+        space = _Space(template, names, shift, basis, buffers, self.device)
+        if self.recalibrate_bn and batchnorm_layers(template):
+            space.buffers = self._recalibrated(space, data)
+        inputs = _likelihood_inputs(data)
+        weights = inputs[3]
+        n = len(inputs[2]) if weights is None else float(weights[inputs[2]].sum())
+        temperature = float(self.temperature or n)
+        log_likelihood = self._log_likelihood(space, inputs, temperature)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        samples, diagnostics = self._sample(log_likelihood, basis.shape[0], generator)
+        return FitResult(
+            space.members(samples),
+            epochs,
+            {
+                "subspace_shift_": shift.cpu(),
+                "subspace_basis_": basis.cpu(),
+                "posterior_samples_": samples.cpu().numpy(),
+                "temperature_": temperature,
+                "mode_buffers_": [space.buffers],
+                **diagnostics,
+            },
+            recalibrate=self.recalibrate_bn and bool(batchnorm_layers(template)),
+        )
+
+    def _swa_space(self, spec, data, seed, names):
+        """Shift and basis from one SWAG run (PCA or random directions)."""
+        (phase,) = self._phases(data)
+        init = data.init[0] if data.init else None
+        run = fit_swag(
+            spec, self._net_kwargs(data), self._swa_settings(data), data.X, data.y, seed,
+            phase, init,
+        )  # fmt: skip
+        deviations = run.moments.deviations
+        n = len(deviations[names[0]])
+        flat = torch.stack(
+            [flatten({k: d[i] for k, d in deviations.items()}, names) for i in range(n)]
+        )
+        flat = flat.to(self.device)
+        if self.subspace == "pca":
+            directions = pca_basis(flat, self.rank)
+        elif n < 2:
+            raise ValueError(
+                f"subspace='random' scales its directions by the principal directions of the "
+                f"SWA phase, which needs 2 collected deviations or more; there are {n}. Collect "
+                "more (a longer SWA phase, or collect_every='auto')."
+            )
+        else:  # random, with the principal directions' mean norm
+            scale = float(pca_basis(flat, min(self.rank, n - 1)).norm(dim=1).mean())
+            generator = torch.Generator(self.device).manual_seed(seed)
+            directions = random_basis(self.rank, flat.shape[1], scale, generator, self.device)
+        shift = flatten(run.moments.mean, names).to(self.device)
+        return shift, directions, run.buffers, run.epochs
+
+    def _curve_space(self, data, names):
+        start, bend, end = (flatten(m, names).to(self.device) for m in data.init)
+        shift, basis = curve_basis(start, bend, end)
+        buffers = {n: t for n, t in data.init[0].items() if n not in names}
+        return shift, basis, buffers, 0
+
+    def _recalibrated(self, space, data):
+        """BatchNorm statistics of the shift ŵ, from one pass over the training rows (or
+        ``recalibration_X``)."""
+        stack = space.stack(torch.zeros(1, space.rank, dtype=torch.float64, device=self.device))
+        X, rows = data.X, data.rows
+        if data.recalibration is not None:
+            X, rows = data.recalibration, np.arange(len(data.recalibration))
+        recalibrate_batchnorm(stack, self._batches(X, rows, stack))
+        member = stack.member(0)
+        return {n: member[n].clone() for n in space.buffers}
+
+    def _log_likelihood(self, space, inputs, temperature):
+        X, y, rows, weights = inputs
+
+        def log_likelihood(z):
+            stack = space.stack(z)
+            return (
+                -self._summed_loss(stack, X, y, rows, self.working_memory, weights) / temperature
+            )
+
+        return log_likelihood
+
+    def _sample(self, log_likelihood, rank, generator):
+        if self.sampler == "vi":
+            fit = fit_gaussian_vi(
+                log_likelihood,
+                float(self.prior_scale),
+                rank,
+                covariance=self.vi_covariance,
+                n_iterations=self.vi_iterations,
+                generator=generator,
+                device=self.device,
+            )
+            samples = fit.sample(self.n_predict_samples, generator)
+            return samples, {"vi_elbo_": np.asarray(fit.elbo), "ess_shrinks_": None}
+        per_chain = -(-self.n_predict_samples // self.n_chains)
+        initial = torch.zeros(self.n_chains, rank, dtype=torch.float64, device=self.device)
+        run = elliptical_slice_sampling(
+            log_likelihood,
+            float(self.prior_scale),
+            initial,
+            per_chain,
+            burn_in=self.burn_in,
+            thin=self.thin,
+            generator=generator,
+        )
+        samples = run.samples.reshape(-1, rank)[: self.n_predict_samples]
+        return samples, {"ess_shrinks_": np.asarray(run.shrinks), "vi_elbo_": None}
+
+    def _init_mode_tensors(self):
+        check_is_fitted(self)
+        space = self._fitted_space()
+        zero = torch.zeros(1, space.rank, dtype=torch.float64, device=self.device)
+        return [{n: t.to("cpu", copy=True) for n, t in space.members(zero)[0].items()}]
+
+    def _fitted_space(self):
+        template = self.members_.template
+        names = _trainable_names(template)
+        return _Space(
+            template, names, self.subspace_shift_, self.subspace_basis_, self.mode_buffers_[0],
+            self.device,
+        )  # fmt: skip
+
+
 @fill_doc
-class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
+class SubspaceClassifier(ClassifierHead, _Subspace):
     """Subspace inference: posterior samples of z in ``w = ŵ + Pᵀz``, averaged as members.
 
     The module's trainable parameters are restricted to an affine subspace of ``rank`` (k)
@@ -184,198 +386,65 @@ class SubspaceClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
     ):
         store_parameters(self, locals())
 
-    _constraints: ClassVar[dict] = {
-        "subspace": Options(SUBSPACES),
-        "rank": Integer(1),
-        "sampler": Options(SAMPLERS),
-        "prior_scale": Real(0, None, "neither"),
-        "temperature": Real(0, None, "neither", none=True),
-        "n_predict_samples": Integer(1),
-        "n_chains": Integer(1),
-        "burn_in": Integer(0),
-        "thin": Integer(1),
-        "vi_covariance": Options(("diagonal", "full")),
-        "vi_iterations": Integer(1),
-        "max_rank": Integer(2),
-        "swa_start": Integer(0),
-        "swa_lr": Real(0, None, "neither"),
-        "stats_on_cpu": Boolean(),
-        "recalibrate_bn": Boolean(),
-    }
 
-    _member_name = "run"
+_SUBSPACE_EXAMPLE = """\
+>>> from sklearn.datasets import make_regression
+>>> from simplexens import SubspaceRegressor
+>>> from simplexens.datasets import MLP
+>>> X, y = make_regression(n_samples=200, n_features=5, noise=10.0, random_state=0)
+>>> reg = SubspaceRegressor(MLP, max_epochs=20, swa_start=10, rank=2,
+...                     random_state=0).fit(X, y)
+>>> mean, std = reg.predict(X[:4], return_std=True)
+>>> mean.shape, std.shape, bool((std > 0).all())
+((4,), (4,), True)
+"""
 
-    def _check_method_params(self):
-        if self.subspace == "curve":
-            if self.init_modes is None:
-                raise ValueError(
-                    "subspace='curve' needs a curve: pass a fitted CurveClassifier "
-                    "(n_bends=3) or its three anchors [w_0, bend, w_1] as init_modes."
-                )
-            return
-        self._check_swa_params()
-        if self.subspace == "pca" and self.rank >= self.max_rank:
-            raise ValueError(
-                f"rank={self.rank} principal directions need at least rank + 1 deviations, "
-                f"but max_rank={self.max_rank} keeps fewer: raise max_rank or lower rank."
-            )
 
-    def _n_trained(self):
-        return 1
+@regressor_doc(SubspaceClassifier, _SUBSPACE_EXAMPLE)
+class SubspaceRegressor(RegressorHead, _Subspace):
+    """Subspace as a regressor (see :func:`~simplexens._docs.regressor_doc`)."""
 
-    def _planned_epochs(self):
-        if self.subspace == "curve":
-            return 0
-        before = self.swa_start if self.init_modes is None else 0
-        return self.max_epochs - self.swa_start + before
-
-    _init_count_name = "the networks it starts from"
-
-    def _init_count(self):
-        return 3 if self.subspace == "curve" else 1
-
-    def _resolve_init_modes(self, template):
-        modes = self.init_modes
-        if self.subspace == "curve" and hasattr(modes, "curve_anchors_"):
-            modes = _curve_anchors(modes)
-        if modes is None:
-            return None
-        return resolve_init_modes(
-            modes,
-            template,
-            expected=self._init_count(),
-            count_name=self._init_count_name,
-            owner=type(self).__name__,
-        )
-
-    def _fit_members(self, spec, data, rng):
-        (seed,) = member_seeds(rng, 1)
-        with private_rng(seed, self.device):
-            template = spec.build().to(self.device)
-        names = _trainable_names(template)
-        if self.subspace == "curve":
-            shift, basis, buffers, epochs = self._curve_space(data, names)
-        else:
-            shift, basis, buffers, epochs = self._swa_space(spec, data, seed, names)
-        space = _Space(template, names, shift, basis, buffers, self.device)
-        if self.recalibrate_bn and batchnorm_layers(template):
-            space.buffers = self._recalibrated(space, data)
-        inputs = _likelihood_inputs(data)
-        weights = inputs[3]
-        n = len(inputs[2]) if weights is None else float(weights[inputs[2]].sum())
-        temperature = float(self.temperature or n)
-        log_likelihood = self._log_likelihood(space, inputs, temperature)
-        generator = torch.Generator(self.device).manual_seed(seed)
-        samples, diagnostics = self._sample(log_likelihood, basis.shape[0], generator)
-        return FitResult(
-            space.members(samples),
-            epochs,
-            {
-                "subspace_shift_": shift.cpu(),
-                "subspace_basis_": basis.cpu(),
-                "posterior_samples_": samples.cpu().numpy(),
-                "temperature_": temperature,
-                "mode_buffers_": [space.buffers],
-                **diagnostics,
-            },
-            recalibrate=self.recalibrate_bn and bool(batchnorm_layers(template)),
-        )
-
-    def _swa_space(self, spec, data, seed, names):
-        """Shift and basis from one SWAG run (PCA or random directions)."""
-        (phase,) = self._phases(data)
-        init = data.init[0] if data.init else None
-        run = fit_swag(
-            spec, self._net_kwargs(data), self._swa_settings(data), data.X, data.y, seed,
-            phase, init,
-        )  # fmt: skip
-        deviations = run.moments.deviations
-        n = len(deviations[names[0]])
-        flat = torch.stack(
-            [flatten({k: d[i] for k, d in deviations.items()}, names) for i in range(n)]
-        )
-        flat = flat.to(self.device)
-        if self.subspace == "pca":
-            directions = pca_basis(flat, self.rank)
-        elif n < 2:
-            raise ValueError(
-                f"subspace='random' scales its directions by the principal directions of the "
-                f"SWA phase, which needs 2 collected deviations or more; there are {n}. Collect "
-                "more (a longer SWA phase, or collect_every='auto')."
-            )
-        else:  # random, with the principal directions' mean norm
-            scale = float(pca_basis(flat, min(self.rank, n - 1)).norm(dim=1).mean())
-            generator = torch.Generator(self.device).manual_seed(seed)
-            directions = random_basis(self.rank, flat.shape[1], scale, generator, self.device)
-        shift = flatten(run.moments.mean, names).to(self.device)
-        return shift, directions, run.buffers, run.epochs
-
-    def _curve_space(self, data, names):
-        start, bend, end = (flatten(m, names).to(self.device) for m in data.init)
-        shift, basis = curve_basis(start, bend, end)
-        buffers = {n: t for n, t in data.init[0].items() if n not in names}
-        return shift, basis, buffers, 0
-
-    def _recalibrated(self, space, data):
-        """BatchNorm statistics of the shift ŵ, from one pass over the training rows (or
-        ``recalibration_X``)."""
-        stack = space.stack(torch.zeros(1, space.rank, dtype=torch.float64, device=self.device))
-        X, rows = data.X, data.rows
-        if data.recalibration is not None:
-            X, rows = data.recalibration, np.arange(len(data.recalibration))
-        recalibrate_batchnorm(stack, self._batches(X, rows, stack))
-        member = stack.member(0)
-        return {n: member[n].clone() for n in space.buffers}
-
-    def _log_likelihood(self, space, inputs, temperature):
-        X, y, rows, weights = inputs
-
-        def log_likelihood(z):
-            stack = space.stack(z)
-            return -summed_nll(stack, X, y, rows, self.working_memory, weights) / temperature
-
-        return log_likelihood
-
-    def _sample(self, log_likelihood, rank, generator):
-        if self.sampler == "vi":
-            fit = fit_gaussian_vi(
-                log_likelihood,
-                float(self.prior_scale),
-                rank,
-                covariance=self.vi_covariance,
-                n_iterations=self.vi_iterations,
-                generator=generator,
-                device=self.device,
-            )
-            samples = fit.sample(self.n_predict_samples, generator)
-            return samples, {"vi_elbo_": np.asarray(fit.elbo), "ess_shrinks_": None}
-        per_chain = -(-self.n_predict_samples // self.n_chains)
-        initial = torch.zeros(self.n_chains, rank, dtype=torch.float64, device=self.device)
-        run = elliptical_slice_sampling(
-            log_likelihood,
-            float(self.prior_scale),
-            initial,
-            per_chain,
-            burn_in=self.burn_in,
-            thin=self.thin,
-            generator=generator,
-        )
-        samples = run.samples.reshape(-1, rank)[: self.n_predict_samples]
-        return samples, {"ess_shrinks_": np.asarray(run.shrinks), "vi_elbo_": None}
-
-    def _init_mode_tensors(self):
-        check_is_fitted(self)
-        space = self._fitted_space()
-        zero = torch.zeros(1, space.rank, dtype=torch.float64, device=self.device)
-        return [{n: t.to("cpu", copy=True) for n, t in space.members(zero)[0].items()}]
-
-    def _fitted_space(self):
-        template = self.members_.template
-        names = _trainable_names(template)
-        return _Space(
-            template, names, self.subspace_shift_, self.subspace_basis_, self.mode_buffers_[0],
-            self.device,
-        )  # fmt: skip
+    def __init__(
+        self,
+        module,
+        *,
+        likelihood="gaussian",
+        subspace="pca",
+        rank=5,
+        sampler="ess",
+        prior_scale=1.0,
+        temperature=None,
+        n_predict_samples=20,
+        n_chains=4,
+        burn_in=10,
+        thin=2,
+        vi_covariance="diagonal",
+        vi_iterations=200,
+        swa_start=5,
+        swa_lr=0.01,
+        max_rank=20,
+        collect_every="auto",
+        stats_on_cpu=False,
+        recalibrate_bn=True,
+        init_modes=None,
+        criterion=None,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        working_memory=None,
+        member_memory=None,
+        precision="float32",
+        **kwargs,
+    ):
+        store_parameters(self, locals())
 
 
 class _Space:

@@ -8,9 +8,11 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._base import BaseEnsembleClassifier, FitResult, store_parameters
-from .._docs import fill_doc
+from .._base import BaseEnsemble, FitResult, store_parameters
+from .._classifier import ClassifierHead
+from .._docs import fill_doc, regressor_doc
 from .._params import Boolean, Integer, Options, Real
+from .._regressor import RegressorHead
 from ..backends.parallel import member_seeds, run_members
 from ..backends.skorch import fit_swag
 
@@ -71,8 +73,93 @@ class SWAPhaseMixin:
         return self._swa_steps(data) // every
 
 
+class _SWAG(SWAPhaseMixin, BaseEnsemble):
+    """The SWAG method without a head: :class:`SWAGClassifier` and
+    :class:`SWAGRegressor` add theirs."""
+
+    _constraints: ClassVar[dict] = {
+        "n_modes": Integer(1),
+        "max_rank": Integer(1),
+        "n_predict_samples": Integer(1),
+        "swa_start": Integer(0),
+        "swa_lr": Real(0, None, "neither"),
+        "scale": Real(0),
+        "var_clamp": Real(0, None, "neither"),
+        "covariance": Options(COVARIANCES),
+        "stats_on_cpu": Boolean(),
+        "recalibrate_bn": Boolean(),
+    }
+
+    def _check_method_params(self):
+        self._check_swa_params()
+
+    def _fit_members(self, spec, data, rng):
+        swa = self._swa_settings(data)
+        fitted = self._fitted_count(data, "n_modes")
+        seeds = member_seeds(rng, self.n_modes - fitted)
+        inits = data.init or [None] * len(seeds)
+        jobs = [
+            (spec, self._net_kwargs(data), swa, data.X, data.y, seed, phase, init)
+            for seed, phase, init in zip(seeds, self._phases(data, fitted), inits, strict=True)
+        ]
+        runs = run_members(fit_swag, jobs, self.n_jobs)
+        sample_seeds = member_seeds(rng, len(runs))
+        members = [
+            {**weights, **run.buffers}
+            for run, seed in zip(runs, sample_seeds, strict=True)
+            for weights in self._draw(run.moments, seed)
+        ]
+        before = (self.swag_moments_, self.mode_buffers_) if fitted else ([], [])
+        return FitResult(
+            members,
+            sum(run.epochs for run in runs),
+            {
+                "swag_moments_": before[0] + [run.moments for run in runs],
+                "mode_buffers_": before[1] + [run.buffers for run in runs],
+            },
+            recalibrate=self.recalibrate_bn,
+            appended=True,
+        )
+
+    _member_name = "run"
+    _growable = ("n_modes",)
+    _fixed_when_warm = ("n_predict_samples", "covariance")
+    _fixed_when_warm_reason = "the fitted runs keep their samples."
+
+    def _init_mode_tensors(self):
+        check_is_fitted(self)
+        return [
+            {**{n: t.to("cpu", copy=True) for n, t in m.mean.items()}, **buffers}
+            for m, buffers in zip(self.swag_moments_, self.mode_buffers_, strict=True)
+        ]
+
+    def _n_trained(self):
+        return self.n_modes
+
+    def _planned_epochs(self):
+        before = self.swa_start if self.init_modes is None else 0
+        return self.n_modes * (self.max_epochs - self.swa_start + before)
+
+    def _divergence_advice(self):
+        return f"Try a lower swa_lr (now {self.swa_lr}) or scale (now {self.scale})."
+
+    def _draw(self, moments, seed):
+        """The members of one run: its samples, or its mean for SWA."""
+        if self.covariance == "none":
+            return [{name: t.clone() for name, t in moments.mean.items()}]
+        generator = torch.Generator(moments.device).manual_seed(seed)
+        batch = moments.sample_batch(
+            generator,
+            self.n_predict_samples,
+            scale=float(self.scale),
+            covariance=self.covariance,
+            var_clamp=float(self.var_clamp),
+        )
+        return [{name: t[i] for name, t in batch.items()} for i in range(self.n_predict_samples)]
+
+
 @fill_doc
-class SWAGClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
+class SWAGClassifier(ClassifierHead, _SWAG):
     """SWAG: a Gaussian over weights fitted to the SGD trajectory; MultiSWAG with several.
 
     Each of ``n_modes`` runs trains the module for ``max_epochs`` epochs: ``swa_start``
@@ -196,82 +283,56 @@ class SWAGClassifier(SWAPhaseMixin, BaseEnsembleClassifier):
     ):
         store_parameters(self, locals())
 
-    _constraints: ClassVar[dict] = {
-        "n_modes": Integer(1),
-        "max_rank": Integer(1),
-        "n_predict_samples": Integer(1),
-        "swa_start": Integer(0),
-        "swa_lr": Real(0, None, "neither"),
-        "scale": Real(0),
-        "var_clamp": Real(0, None, "neither"),
-        "covariance": Options(COVARIANCES),
-        "stats_on_cpu": Boolean(),
-        "recalibrate_bn": Boolean(),
-    }
 
-    def _check_method_params(self):
-        self._check_swa_params()
+_SWAG_EXAMPLE = """\
+>>> from sklearn.datasets import make_regression
+>>> from simplexens import SWAGRegressor
+>>> from simplexens.datasets import MLP
+>>> X, y = make_regression(n_samples=200, n_features=5, noise=10.0, random_state=0)
+>>> reg = SWAGRegressor(MLP, max_epochs=20, swa_start=10,
+...                     random_state=0).fit(X, y)
+>>> mean, std = reg.predict(X[:4], return_std=True)
+>>> mean.shape, std.shape, bool((std > 0).all())
+((4,), (4,), True)
+"""
 
-    def _fit_members(self, spec, data, rng):
-        swa = self._swa_settings(data)
-        fitted = self._fitted_count(data, "n_modes")
-        seeds = member_seeds(rng, self.n_modes - fitted)
-        inits = data.init or [None] * len(seeds)
-        jobs = [
-            (spec, self._net_kwargs(data), swa, data.X, data.y, seed, phase, init)
-            for seed, phase, init in zip(seeds, self._phases(data, fitted), inits, strict=True)
-        ]
-        runs = run_members(fit_swag, jobs, self.n_jobs)
-        sample_seeds = member_seeds(rng, len(runs))
-        members = [
-            {**weights, **run.buffers}
-            for run, seed in zip(runs, sample_seeds, strict=True)
-            for weights in self._draw(run.moments, seed)
-        ]
-        before = (self.swag_moments_, self.mode_buffers_) if fitted else ([], [])
-        return FitResult(
-            members,
-            sum(run.epochs for run in runs),
-            {
-                "swag_moments_": before[0] + [run.moments for run in runs],
-                "mode_buffers_": before[1] + [run.buffers for run in runs],
-            },
-            recalibrate=self.recalibrate_bn,
-            appended=True,
-        )
 
-    _member_name = "run"
-    _growable = ("n_modes",)
-    _fixed_when_warm = ("n_predict_samples", "covariance")
-    _fixed_when_warm_reason = "the fitted runs keep their samples."
+@regressor_doc(SWAGClassifier, _SWAG_EXAMPLE)
+class SWAGRegressor(RegressorHead, _SWAG):
+    """SWAG as a regressor (see :func:`~simplexens._docs.regressor_doc`)."""
 
-    def _init_mode_tensors(self):
-        check_is_fitted(self)
-        return [
-            {**{n: t.to("cpu", copy=True) for n, t in m.mean.items()}, **buffers}
-            for m, buffers in zip(self.swag_moments_, self.mode_buffers_, strict=True)
-        ]
-
-    def _n_trained(self):
-        return self.n_modes
-
-    def _planned_epochs(self):
-        before = self.swa_start if self.init_modes is None else 0
-        return self.n_modes * (self.max_epochs - self.swa_start + before)
-
-    def _divergence_advice(self):
-        return f"Try a lower swa_lr (now {self.swa_lr}) or scale (now {self.scale})."
-
-    def _draw(self, moments, seed):
-        """The members of one run: its samples, or its mean for SWA."""
-        if self.covariance == "none":
-            return [{name: t.clone() for name, t in moments.mean.items()}]
-        generator = torch.Generator(moments.device).manual_seed(seed)
-        batch = moments.sample_batch(
-            generator,
-            self.n_predict_samples,
-            scale=float(self.scale),
-            covariance=self.covariance,
-            var_clamp=float(self.var_clamp),
-        )
-        return [{name: t[i] for name, t in batch.items()} for i in range(self.n_predict_samples)]
+    def __init__(
+        self,
+        module,
+        *,
+        likelihood="gaussian",
+        n_modes=1,
+        swa_start=5,
+        swa_lr=0.01,
+        max_rank=20,
+        n_predict_samples=30,
+        scale=0.5,
+        covariance="full",
+        var_clamp=1e-30,
+        collect_every="auto",
+        stats_on_cpu=False,
+        recalibrate_bn=True,
+        init_modes=None,
+        criterion=None,
+        optimizer=torch.optim.SGD,
+        lr=0.01,
+        max_epochs=10,
+        batch_size=128,
+        device="cpu",
+        callbacks=None,
+        verbose=0,
+        train_split=None,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        working_memory=None,
+        member_memory=None,
+        precision="float32",
+        **kwargs,
+    ):
+        store_parameters(self, locals())

@@ -1,0 +1,323 @@
+"""The regressor head: standardised targets, Gaussian likelihoods, the members' mixture.
+
+:class:`RegressorHead` is what a simplexens regressor adds to its method (a subclass of
+:class:`~simplexens._base.BaseEnsemble`): target checks and standardisation, the module's
+output width under the ``likelihood``, the Gaussian negative log-likelihood that judges
+divergence, and prediction as the uniform mixture of the members' Gaussians (Lakshminarayanan
+et al. 2017), returned in the units of ``y``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin
+from sklearn.utils import Bunch
+
+from ._base import loss_batches
+from ._inputs import CHECK_ROWS
+from ._params import Options
+from .backends.likelihoods import (
+    DEFAULT_MIN_SCALE,
+    LIKELIHOODS,
+    Homoscedastic,
+    criterion_for,
+    output_width,
+    split_output,
+)
+from .metrics import mixture_interval, mixture_quantiles
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class TargetScaling:
+    """How ``fit`` standardised ``y``: ``(y - mean) / scale`` per target.
+
+    Attributes
+    ----------
+    mean, scale : ndarray of shape (n_targets,)
+        The (sample-weighted) mean and standard deviation of each target; a constant target
+        gets scale 1.
+    ndim : int
+        1 when ``y`` was 1-D (predictions are then 1-D), else 2.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    ndim: int
+
+
+def standardise(y, weights=None, owner: str = "the regressor") -> tuple[np.ndarray, TargetScaling]:
+    """``y`` checked (numeric, finite, 1-D or 2-D) and standardised per target.
+
+    Returns ``(float32 array of shape (n_samples, n_targets), TargetScaling)``.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{owner} needs numeric targets y; got dtype {y.dtype}.") from exc
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise ValueError(
+            f"{owner} needs y of shape (n_samples,) or (n_samples, n_targets); got {y.shape}."
+        )
+    Y = y.reshape(len(y), -1).astype(np.float64)
+    if not np.isfinite(Y).all():
+        raise ValueError("Input y contains NaN or infinity.")
+    mean = np.average(Y, axis=0, weights=weights)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weights))
+        constant = ~(scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean)))
+        scale = np.where(constant, 1.0, scale)
+        standard = (Y - mean) / scale
+    if not (np.isfinite(scale).all() and np.isfinite(standard).all()):
+        raise ValueError(f"y's values are too large to standardise in float64 ({owner}).")
+    return standard.astype(np.float32), TargetScaling(mean, scale, y.ndim)
+
+
+class RegressorHead(RegressorMixin):
+    """The regressor side of an estimator; combine as ``class X(RegressorHead, Method)``.
+
+    Members output, per target, a mean and a raw scale (``likelihood="gaussian"``), or a
+    mean (``"homoscedastic"``, whose learned noise scale the head appends, and ``"mse"``).
+    """
+
+    _head = "regressor"
+    _multi_output = True
+    _head_constraints: ClassVar[dict] = {"likelihood": Options(LIKELIHOODS)}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _criterion(self):
+        return criterion_for(self.likelihood) if self.criterion is None else self.criterion
+
+    def _min_scale(self) -> float:
+        """``sigma_min`` of the Gaussian likelihoods: ``criterion__min_scale`` or 1e-3."""
+        return float(self._routed("criterion").get("min_scale", DEFAULT_MIN_SCALE))
+
+    def _encode_targets(self, y, weights) -> dict:
+        y, scaling = standardise(y, weights, type(self).__name__)
+        return {"y": y, "classes": None, "scaling": scaling}
+
+    def _output_width(self, data) -> int:
+        return output_width(self.likelihood, data.y.shape[1])
+
+    def _head_spec(self, spec, data):
+        if self.likelihood != "homoscedastic":
+            return spec
+        wrap = functools.partial(
+            Homoscedastic, n_targets=data.y.shape[1], min_scale=self._min_scale()
+        )
+        return dataclasses.replace(spec, wrap=wrap)
+
+    def _check_output(self, out, spec, data) -> None:
+        n_rows, n_targets = min(len(data.X), CHECK_ROWS), data.y.shape[1]
+        width = n_targets if self.likelihood == "mse" else 2 * n_targets
+        if isinstance(out, torch.Tensor) and out.shape == (n_rows, width):
+            return
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        rule = (
+            "one mean per target: n_targets"
+            if self.likelihood != "gaussian"
+            else "a mean and a raw scale per target: 2 × n_targets"
+        )
+        raise ValueError(
+            f"with likelihood={self.likelihood!r} the module must output {rule} columns, "
+            f"shape (n_samples, {output_width(self.likelihood, n_targets)}) for the "
+            f"{n_targets} target(s) in y, but returned {shape}; a constructor argument named "
+            "n_outputs or n_classes is filled with that width."
+        )
+
+    def _summed_loss(self, stack, X, y, rows, working_memory=None, weights=None):
+        """Each member's summed Gaussian NLL (over rows and targets) in standardised units;
+        for ``"mse"``, with unit noise (``sigma = 1``, one standard deviation of ``y``)."""
+        total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
+        for inputs, targets, w in loss_batches(stack, X, y, rows, working_memory, weights):
+            out = stack.forward(inputs).to(torch.float64)
+            means, stds = split_output(out, self.likelihood, y.shape[1], self._min_scale())
+            stds = torch.ones_like(means) if stds is None else stds
+            z = (targets.to(torch.float64) - means) / stds
+            terms = (0.5 * z * z + stds.log() + _HALF_LOG_2PI).sum(dim=-1)
+            terms = terms.nan_to_num(nan=math.inf)
+            total += (terms if w is None else terms * w).sum(dim=1)
+        return total
+
+    def _set_targets(self, data) -> None:
+        self._scaling_ = data.scaling
+        self.n_targets_ = len(data.scaling.mean)
+        self.y_mean_ = data.scaling.mean
+        self.y_scale_ = data.scaling.scale
+
+    def _target_key(self, data):
+        return data.scaling.mean, data.scaling.scale
+
+    # -- predict ----------------------------------------------------------------------------
+
+    def _member_gaussians(self, X):
+        """The members' means and standard deviations (None for ``"mse"``) in the units of
+        ``y``, float64 of shape (n_members, n_rows_in_batch, n_targets), batch by batch."""
+        mean = torch.as_tensor(self.y_mean_, device=self.members_.device)
+        scale = torch.as_tensor(self.y_scale_, device=self.members_.device)
+        for out in self._output_batches(X):
+            means, stds = split_output(
+                out.to(torch.float64), self.likelihood, self.n_targets_, self._min_scale()
+            )
+            yield means * scale + mean, None if stds is None else stds * scale
+
+    def _moments(self, X) -> Bunch:
+        """Mixture mean, aleatoric and epistemic variance, each (n_samples, n_targets)."""
+        parts = []
+        for means, stds in self._member_gaussians(X):
+            mean = means.mean(dim=0)
+            epistemic = (means - mean).square().mean(dim=0)
+            aleatoric = torch.zeros_like(mean) if stds is None else stds.square().mean(0)
+            parts.append(torch.stack([mean, aleatoric, epistemic]).cpu().numpy())
+        mean, aleatoric, epistemic = np.concatenate(parts, axis=1)
+        return Bunch(mean=mean, aleatoric=aleatoric, epistemic=epistemic)
+
+    def _shaped(self, values: np.ndarray) -> np.ndarray:
+        """(..., n_samples, n_targets) arrays as ``y`` was given: without the target axis for
+        1-D ``y``."""
+        return values[..., 0] if self._scaling_.ndim == 1 else values
+
+    def predict(self, X, return_std=False):
+        """Mean of the predictive mixture, and optionally its standard deviation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
+        return_std : bool, default=False
+            Also return the standard deviation of the predictive mixture (as
+            :class:`~sklearn.gaussian_process.GaussianProcessRegressor` does).
+
+        Returns
+        -------
+        y_mean : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            ``mu* = (1/M) sum_m mu_m(x)``, in the units of ``y`` (the shape ``y`` had in
+            ``fit``).
+        y_std : ndarray of the same shape, only if ``return_std``
+            ``sigma*`` with ``sigma*^2 = (1/M) sum_m (sigma_m^2 + mu_m^2) - mu*^2``: the
+            aleatoric plus the epistemic variance (see :meth:`predict_moments`).
+        """
+        moments = self._moments(X)
+        mean = self._shaped(moments.mean)
+        if not return_std:
+            return mean
+        return mean, self._shaped(np.sqrt(moments.aleatoric + moments.epistemic))
+
+    def predict_moments(self, X) -> Bunch:
+        """The predictive mixture's mean and variance, split into its two sources.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        sklearn.utils.Bunch
+            With ``mean``, ``std``, ``variance``, ``aleatoric`` and ``epistemic``, each of
+            shape (n_samples,) or (n_samples, n_targets), in the units of ``y`` (squared
+            for the variances). ``aleatoric = (1/M) sum_m sigma_m^2`` is the noise the
+            members predict (0 for ``likelihood="mse"``), ``epistemic = (1/M) sum_m
+            (mu_m - mu*)^2`` their disagreement, and ``variance`` their sum.
+        """
+        moments = self._moments(X)
+        variance = moments.aleatoric + moments.epistemic
+        return Bunch(
+            mean=self._shaped(moments.mean),
+            std=self._shaped(np.sqrt(variance)),
+            variance=self._shaped(variance),
+            aleatoric=self._shaped(moments.aleatoric),
+            epistemic=self._shaped(moments.epistemic),
+        )
+
+    def predict_member_distribution(self, X):
+        """The Gaussian components of the predictive mixture, in the units of ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        means, stds : ndarray of shape (n_components, n_samples[, n_targets])
+            For ``"gaussian"`` and ``"homoscedastic"``: each member's mean and standard
+            deviation (``n_components = n_members_``). For ``"mse"``, whose members predict
+            no noise: one component, the Gaussian with the members' mean and spread (at least
+            ``sigma_min`` times ``y_scale_``). The input of :mod:`simplexens.metrics`'
+            mixture metrics and of :class:`~simplexens.inspection.CoverageDisplay`.
+        """
+        means, stds = [], []
+        for mu, sigma in self._member_gaussians(X):
+            if sigma is None:
+                spread = (mu - mu.mean(dim=0)).square().mean(dim=0).sqrt()
+                floor = torch.as_tensor(self._min_scale() * self.y_scale_, device=mu.device)
+                mu, sigma = mu.mean(dim=0, keepdim=True), torch.maximum(spread, floor)[None]
+            means.append(mu.cpu().numpy())
+            stds.append(sigma.cpu().numpy())
+        return self._shaped(np.concatenate(means, 1)), self._shaped(np.concatenate(stds, 1))
+
+    def predict_quantiles(self, X, quantiles=(0.05, 0.5, 0.95)):
+        """Quantiles of the predictive mixture.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        quantiles : float or array-like of shape (n_quantiles,), default=(0.05, 0.5, 0.95)
+            Levels in the open interval (0, 1).
+
+        Returns
+        -------
+        ndarray of shape (n_samples[, n_targets], n_quantiles)
+            Without the last axis for a scalar ``quantiles``; solved as in
+            :func:`simplexens.metrics.mixture_quantiles`.
+        """
+        result = mixture_quantiles(*self.predict_member_distribution(X), quantiles)
+        return result if np.ndim(quantiles) == 0 else np.moveaxis(result, 0, -1)
+
+    def predict_interval(self, X, level=0.9):
+        """Central interval of the predictive mixture holding probability ``level``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        level : float, default=0.9
+            In the open interval (0, 1); each tail holds ``(1 - level) / 2``.
+
+        Returns
+        -------
+        lower, upper : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        return mixture_interval(*self.predict_member_distribution(X), level)
+
+    def score(self, X, y, sample_weight=None):
+        """R² of :meth:`predict` (as :meth:`sklearn.base.RegressorMixin.score`), after
+        checking that ``y`` has the targets seen in ``fit``.
+
+        Raises
+        ------
+        ValueError
+            If ``y`` has another number of targets than ``fit``'s ``y``.
+        """
+        y_shape = np.shape(y)
+        n_targets = 1 if len(y_shape) == 1 else (y_shape[1] if len(y_shape) == 2 else None)
+        if hasattr(self, "n_targets_") and n_targets != self.n_targets_:
+            raise ValueError(
+                f"y has shape {y_shape}, but {type(self).__name__} was fitted on "
+                f"{self.n_targets_} target(s): y must be (n_samples,"
+                f"{'' if self.n_targets_ == 1 else f' {self.n_targets_}'})."
+            )
+        return super().score(X, y, sample_weight=sample_weight)
