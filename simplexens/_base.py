@@ -510,9 +510,11 @@ class BaseEnsemble(BaseEstimator):
 
     def _check_final_members(self, stack: ParameterStack, data: TrainingData, untrained) -> None:
         """Raise :class:`DivergenceError` if a member's outputs are not finite, or if its loss
-        on training rows exceeds ``DIVERGENCE_RATIO`` times the untrained network's."""
+        on training rows exceeds ``DIVERGENCE_RATIO`` times the untrained network's (when that
+        is positive)."""
         losses = self._member_losses(stack, data, self.working_memory)
-        bad = ~torch.isfinite(losses) | (losses > DIVERGENCE_RATIO * untrained)
+        # A ratio needs a positive reference: a Gaussian likelihood's loss may be negative.
+        bad = ~torch.isfinite(losses) | ((losses > DIVERGENCE_RATIO * untrained) & (untrained > 0))
         if bool(bad.any()):
             ids = bad.nonzero().flatten().tolist()
             worst = losses[ids[0]].item()

@@ -16,6 +16,7 @@ import torch
 from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, column_or_1d
 
 from ._base import filled_hint, loss_batches
 from ._inputs import CHECK_ROWS
@@ -75,6 +76,27 @@ class ClassifierHead(ClassifierMixin):
 
     def _target_key(self, data):
         return data.classes
+
+    # -- SPRO's dimension probe ----------------------------------------------------------
+
+    _probe_score_name = "accuracy"
+
+    def _probe_targets(self, X, y) -> np.ndarray:
+        """``y`` checked: one label per row of ``X``, each among ``classes_``."""
+        y = column_or_1d(y)
+        check_consistent_length(X, y)
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y has labels not seen in fit: {unknown[:5].tolist()}; classes_ are "
+                f"{self.classes_.tolist()}."
+            )
+        return y
+
+    def _points_score(self, outputs: torch.Tensor, y: np.ndarray) -> float:
+        """Mean accuracy of each parameter set's logits ``(n_points, n_samples, n_classes)``."""
+        predicted = self.classes_[outputs.argmax(-1).cpu().numpy()]
+        return float((predicted == np.asarray(y)[None]).mean())
 
     # -- predict ----------------------------------------------------------------------------
 

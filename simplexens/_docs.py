@@ -17,12 +17,14 @@ module : nn.Module subclass, callable returning an nn.Module, or nn.Module insta
         """
 
 MODULE_PARAMETER = {
-    "classifier": _MODULE + """The module returns logits of shape
+    "classifier": _MODULE
+    + """The module returns logits of shape
         ``(n_samples, n_classes)``.""",
     "regressor": _MODULE
     + """The module returns ``(n_samples, width)``: under
-        ``likelihood="gaussian"`` the ``n_targets`` means then the ``n_targets`` raw scales (width ``2 * n_targets``);
-        under ``"homoscedastic"`` and ``"mse"`` the means (width ``n_targets``).""",
+        ``likelihood="gaussian"`` the ``n_targets`` means then the ``n_targets`` raw
+        scales (width ``2 * n_targets``); under ``"homoscedastic"`` and ``"mse"`` the
+        means (width ``n_targets``).""",
 }
 
 LIKELIHOOD_PARAMETER = """\

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils import Bunch
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
 
 from ._base import loss_batches
 from ._inputs import CHECK_ROWS
@@ -68,6 +69,11 @@ def standardise(y, weights=None, owner: str = "the regressor") -> tuple[np.ndarr
     if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
         raise ValueError(
             f"{owner} needs y of shape (n_samples,) or (n_samples, n_targets); got {y.shape}."
+        )
+    if len(y) < 2:
+        raise ValueError(
+            f"{owner} needs at least 2 samples to standardise y (and to fit a variance); got "
+            f"{len(y)} sample."
         )
     Y = y.reshape(len(y), -1).astype(np.float64)
     if not np.isfinite(Y).all():
@@ -163,11 +169,39 @@ class RegressorHead(RegressorMixin):
     def _target_key(self, data):
         return data.scaling.mean, data.scaling.scale
 
+    # -- SPRO's dimension probe ----------------------------------------------------------
+
+    _probe_score_name = "r2"
+
+    def _probe_targets(self, X, y) -> np.ndarray:
+        """``y`` checked against ``fit``'s targets and standardised as in ``fit``."""
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        check_consistent_length(X, y)
+        Y = y.reshape(len(y), -1)
+        if y.ndim > 2 or Y.shape[1] != self.n_targets_:
+            raise ValueError(
+                f"y has shape {y.shape}, but {type(self).__name__} was fitted on "
+                f"{self.n_targets_} target(s)."
+            )
+        return (Y - self.y_mean_) / self.y_scale_
+
+    def _points_score(self, outputs: torch.Tensor, y: np.ndarray) -> float:
+        """Mean R² of each parameter set's mean prediction, ``outputs`` of shape
+        ``(n_points, n_samples, width)``, ``y`` standardised (R² is unit-free)."""
+        means, _ = split_output(
+            outputs.to(torch.float64), self.likelihood, self.n_targets_, self._min_scale()
+        )
+        Y = torch.as_tensor(y, device=means.device)
+        residual = (means - Y).square().sum(dim=1)
+        total = (Y - Y.mean(dim=0)).square().sum(dim=0)
+        return float((1 - residual / total).mean())
+
     # -- predict ----------------------------------------------------------------------------
 
     def _member_gaussians(self, X):
         """The members' means and standard deviations (None for ``"mse"``) in the units of
         ``y``, float64 of shape (n_members, n_rows_in_batch, n_targets), batch by batch."""
+        check_is_fitted(self)
         mean = torch.as_tensor(self.y_mean_, device=self.members_.device)
         scale = torch.as_tensor(self.y_scale_, device=self.members_.device)
         for out in self._output_batches(X):

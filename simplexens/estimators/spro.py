@@ -8,9 +8,7 @@ import numpy as np
 import torch
 from sklearn.utils import Bunch
 from sklearn.utils.validation import (
-    check_consistent_length,
     check_is_fitted,
-    column_or_1d,
     validate_data,
 )
 from torch import nn
@@ -148,10 +146,10 @@ class _SPRO(ConnectingMixin, BaseEnsemble):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
-            Training inputs, for the accuracy of the points at each connector count (and
+            Training inputs, for the score of the points at each connector count (and
             their BatchNorm statistics).
-        y : array-like of shape (n_samples,)
-            Their labels.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Their labels (a classifier) or targets (a regressor).
         n_samples : int, default=10
             Points drawn uniformly over the complex at each connector count.
         tolerance : float, default=1e-2
@@ -161,44 +159,34 @@ class _SPRO(ConnectingMixin, BaseEnsemble):
         -------
         Bunch
             ``n_connectors`` (1..C), ``log_volumes`` (C, n_modes), ``heights`` (C,) mean
-            over the simplexes, ``accuracy`` (C,) mean accuracy on ``(X, y)`` of the points
-            of the complex with that many connectors, and ``collapsed_after``: the connector
-            count after which the volume collapses (None if it never does).
+            over the simplexes, the mean score on ``(X, y)`` of the points of the complex with
+            that many connectors, (C,): ``accuracy`` for the classifier, ``r2`` (R² of each
+            point's mean prediction, averaged over targets) for the regressor; and
+            ``collapsed_after``: the connector count after which the volume collapses (None
+            if it never does).
         """
         check_is_fitted(self)
         Integer(1).check("n_samples", n_samples)
         Real(0, 1, "neither").check("tolerance", tolerance)
-        y = self._probe_labels(X, y)
+        if y is None:
+            raise ValueError("dimension_probe needs the targets y of X.")
+        y = self._probe_targets(X, y)
         log_v = self.complex_log_volumes_
         counts = np.arange(1, len(log_v) + 1)
         previous = np.vstack([np.zeros((1, log_v.shape[1])), log_v[:-1]])
         heights = np.exp(log_v - previous + np.log(counts)[:, None]).mean(axis=1)
         low = np.flatnonzero(heights < tolerance * heights[0])
-        accuracy = np.array([self._probe_accuracy(X, y, c, n_samples) for c in counts])
+        scores = np.array([self._probe_score(X, y, c, n_samples) for c in counts])
         return Bunch(
             n_connectors=counts,
             log_volumes=log_v,
             heights=heights,
-            accuracy=accuracy,
             collapsed_after=int(low[0]) if len(low) else None,
+            **{self._probe_score_name: scores},
         )
 
-    def _probe_labels(self, X, y) -> np.ndarray:
-        """``y`` checked: one label per row of ``X``, each among ``classes_``."""
-        if y is None:
-            raise ValueError("dimension_probe needs the labels y of X.")
-        y = column_or_1d(y)
-        check_consistent_length(X, y)
-        unknown = np.setdiff1d(y, self.classes_)
-        if len(unknown):
-            raise ValueError(
-                f"y has labels not seen in fit: {unknown[:5].tolist()}; classes_ are "
-                f"{self.classes_.tolist()}."
-            )
-        return y
-
-    def _probe_accuracy(self, X, y, n_connectors: int, n_samples: int) -> float:
-        """Mean accuracy on (X, y) of points drawn over the complex with ``n_connectors``."""
+    def _probe_score(self, X, y, n_connectors: int, n_samples: int) -> float:
+        """Mean score on (X, y) of points drawn over the complex with ``n_connectors``."""
         complex_ = connector_complex(self.n_modes, n_connectors)
         anchors = {n: v[: self.n_modes + n_connectors] for n, v in self.complex_vertices_.items()}
         log_v = self.complex_log_volumes_[n_connectors - 1]
@@ -209,12 +197,11 @@ class _SPRO(ConnectingMixin, BaseEnsemble):
         if self.recalibrate_bn:
             recalibrate_batchnorm(stack, self._batches(X, np.arange(len(X)), stack))
         step = batch_size_for(stack, X, None, self.working_memory)
-        logits = [
+        outputs = [
             stack.forward(torch.tensor(X[r], device=stack.device))
             for r in batch_slices(len(X), step)
         ]
-        predicted = self.classes_[torch.cat(logits, 1).argmax(-1).cpu().numpy()]
-        return float((predicted == np.asarray(y)[None]).mean())
+        return self._points_score(torch.cat(outputs, 1), y)
 
 
 @fill_doc
