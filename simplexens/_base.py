@@ -387,7 +387,9 @@ class BaseEnsemble(BaseEstimator):
         self.module_spec_ = spec
         self._set_targets(data)
         data_hash = fingerprint(data.X, data.y, self._target_key(data))
-        self._warm_ = WarmState(copy.deepcopy(rng), split_seed, data_hash, {}, spec_hash(spec))
+        self._warm_ = WarmState(
+            copy.deepcopy(rng), split_seed, data_hash, {}, spec_hash(spec), self._head_settings()
+        )
         self._set_fitted(stack, result, int(result.epochs_spent))
         return self
 
@@ -700,6 +702,11 @@ class BaseEnsemble(BaseEstimator):
     @abstractmethod
     def _set_targets(self, data: TrainingData) -> None:
         """Store the fitted target state (``classes_``, or the scaling of ``y``)."""
+
+    def _head_settings(self) -> dict:
+        """Settings of the head the fitted members were trained under, which a warm refit
+        must find unchanged (name -> value)."""
+        return {}
 
     @abstractmethod
     def _target_key(self, data: TrainingData):

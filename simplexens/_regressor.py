@@ -110,8 +110,12 @@ class RegressorHead(RegressorMixin):
         return criterion_for(self.likelihood) if self.criterion is None else self.criterion
 
     def _min_scale(self) -> float:
-        """``sigma_min`` of the Gaussian likelihoods: ``criterion__min_scale`` or 1e-3."""
+        """``sigma_min`` of the Gaussian likelihoods: ``criterion__min_scale`` or 1e-3 (the
+        value set now; prediction uses the one the members were fitted with)."""
         return float(self._routed("criterion").get("min_scale", DEFAULT_MIN_SCALE))
+
+    def _head_settings(self) -> dict:
+        return {"likelihood": self.likelihood, "criterion__min_scale": self._min_scale()}
 
     def _encode_targets(self, y, weights) -> dict:
         y, scaling = standardise(y, weights, type(self).__name__)
@@ -162,6 +166,8 @@ class RegressorHead(RegressorMixin):
 
     def _set_targets(self, data) -> None:
         self._scaling_ = data.scaling
+        self._fitted_min_scale_ = self._min_scale()
+        self._fitted_likelihood_ = self.likelihood
         self.n_targets_ = len(data.scaling.mean)
         self.y_mean_ = data.scaling.mean
         self.y_scale_ = data.scaling.scale
@@ -189,7 +195,10 @@ class RegressorHead(RegressorMixin):
         """Mean R² of each parameter set's mean prediction, ``outputs`` of shape
         ``(n_points, n_samples, width)``, ``y`` standardised (R² is unit-free)."""
         means, _ = split_output(
-            outputs.to(torch.float64), self.likelihood, self.n_targets_, self._min_scale()
+            outputs.to(torch.float64),
+            self._fitted_likelihood_,
+            self.n_targets_,
+            self._fitted_min_scale_,
         )
         Y = torch.as_tensor(y, device=means.device)
         residual = (means - Y).square().sum(dim=1)
@@ -206,7 +215,10 @@ class RegressorHead(RegressorMixin):
         scale = torch.as_tensor(self.y_scale_, device=self.members_.device)
         for out in self._output_batches(X):
             means, stds = split_output(
-                out.to(torch.float64), self.likelihood, self.n_targets_, self._min_scale()
+                out.to(torch.float64),
+                self._fitted_likelihood_,
+                self.n_targets_,
+                self._fitted_min_scale_,
             )
             yield means * scale + mean, None if stds is None else stds * scale
 
@@ -298,7 +310,8 @@ class RegressorHead(RegressorMixin):
         for mu, sigma in self._member_gaussians(X):
             if sigma is None:
                 spread = (mu - mu.mean(dim=0)).square().mean(dim=0).sqrt()
-                floor = torch.as_tensor(self._min_scale() * self.y_scale_, device=mu.device)
+                floor = self._fitted_min_scale_ * self.y_scale_
+                floor = torch.as_tensor(floor, device=mu.device)
                 mu, sigma = mu.mean(dim=0, keepdim=True), torch.maximum(spread, floor)[None]
             means.append(mu.cpu().numpy())
             stds.append(sigma.cpu().numpy())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import joblib
 import numpy as np
@@ -43,6 +43,7 @@ class WarmState:
     fingerprint: str
     counts: dict
     module: str = ""
+    head: dict = field(default_factory=dict)
 
 
 def fingerprint(X, y: np.ndarray, classes: np.ndarray) -> str:
@@ -61,7 +62,7 @@ def spec_hash(spec) -> str:
     module = type(spec.module) if isinstance(spec.module, nn.Module) else spec.module
     name = f"{getattr(module, '__module__', '')}.{getattr(module, '__qualname__', module)}"
     try:
-        arguments = joblib.hash(spec.kwargs)
+        arguments = joblib.hash((spec.kwargs, spec.wrap))
     except Exception:  # e.g. a lambda among the arguments
         arguments = repr(sorted(spec.kwargs.items(), key=lambda item: item[0]))
     return joblib.hash((name, arguments))
@@ -92,6 +93,14 @@ def check_growth(estimator, state: WarmState, data_fingerprint: str, spec) -> di
             f"warm_start=True refits {name} on the data it was fitted on, to add members; "
             "these data (rows, labels or weights) differ. Set warm_start=False to fit anew."
         )
+    for setting, fitted in state.head.items():
+        now = estimator._head_settings()[setting]
+        if now != fitted:
+            raise ValueError(
+                f"{name} cannot change {setting} ({fitted!r} fitted, now {now!r}) with "
+                "warm_start=True: the fitted members were trained under it. Set "
+                "warm_start=False to fit anew."
+            )
     for count in estimator._fixed_when_warm:
         if getattr(estimator, count) != state.counts[count]:
             raise ValueError(

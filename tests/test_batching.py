@@ -110,13 +110,13 @@ def quick(module=MLP, **params):
 def record_batch_rows(clf):
     """Make ``clf`` record the number of rows of every batch it evaluates."""
     seen = []
-    evaluate = clf._member_log_proba
+    evaluate = clf._member_outputs
 
     def recording(X):
         seen.append(len(X))
         return evaluate(X)
 
-    clf._member_log_proba = recording
+    clf._member_outputs = recording
     return seen
 
 

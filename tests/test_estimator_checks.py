@@ -5,12 +5,19 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from simplexens import (
     CurveClassifier,
+    CurveRegressor,
     DeepEnsembleClassifier,
+    DeepEnsembleRegressor,
     ESPROClassifier,
+    ESPRORegressor,
     FGEClassifier,
+    FGERegressor,
     SPROClassifier,
+    SPRORegressor,
     SubspaceClassifier,
+    SubspaceRegressor,
     SWAGClassifier,
+    SWAGRegressor,
 )
 
 ESTIMATORS = [
@@ -75,6 +82,69 @@ ESTIMATORS = [
 ]
 
 
+#: The regressors, at the classifiers' sizes (``lr`` lower: the Gaussian likelihood's
+#: gradient grows as its scale shrinks).
+REGRESSORS = [
+    DeepEnsembleRegressor(
+        MLP, n_estimators=2, max_epochs=15, lr=0.05, batch_size=32, random_state=0
+    ),
+    ESPRORegressor(
+        MLP,
+        n_modes=1,
+        n_vertices=2,
+        n_predict_samples=3,
+        max_epochs=15,
+        epochs_per_vertex=2,
+        lr=0.05,
+        batch_size=32,
+        random_state=0,
+    ),
+    FGERegressor(
+        MLP, n_snapshots=2, cycle_length=1, max_epochs=15, lr=0.05, batch_size=32, random_state=0
+    ),
+    SWAGRegressor(
+        MLP,
+        swa_start=10,
+        max_epochs=15,
+        n_predict_samples=3,
+        lr=0.05,
+        swa_lr=0.02,
+        batch_size=32,
+        random_state=0,
+    ),
+    SPRORegressor(
+        MLP,
+        n_connectors=1,
+        n_predict_samples=3,
+        max_epochs=15,
+        epochs_per_connector=2,
+        lr=0.05,
+        batch_size=32,
+        random_state=0,
+    ),
+    CurveRegressor(
+        MLP,
+        n_predict_samples=3,
+        max_epochs=15,
+        curve_epochs=2,
+        lr=0.05,
+        batch_size=32,
+        random_state=0,
+    ),
+    SubspaceRegressor(
+        MLP,
+        rank=2,
+        max_rank=5,
+        n_predict_samples=3,
+        swa_start=10,
+        max_epochs=15,
+        lr=0.05,
+        swa_lr=0.02,
+        batch_size=32,
+        random_state=0,
+    ),
+]
+
 #: Checks expected to fail, with the reason: duplicating rows changes the minibatches and the
 #: shuffle of stochastic training, so weight 2 on a row equals a duplicated row only in
 #: expectation (and exactly on a fixed batch: tests/test_weights.py). They pass by chance
@@ -92,6 +162,6 @@ def expected_failures(estimator):
     }
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures)
+@parametrize_with_checks(ESTIMATORS + REGRESSORS, expected_failed_checks=expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -13,6 +13,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 PICTURES = {
     "curve_profile": ["curve_profile.png"],
+    "heteroscedastic_regression": ["regression_intervals.png"],
     "loss_planes": ["simplex_face.png", "complex_plane.png"],
     "volume_connectors": ["volume_connectors.png"],
     "spirals_diversity": ["spirals_diversity.png"],

@@ -17,6 +17,7 @@ from simplexens.backends.likelihoods import (
     LIKELIHOODS,
     GaussianNLLLoss,
     Homoscedastic,
+    SquaredErrorLoss,
     criterion_for,
     output_width,
     raw_from_scale,
@@ -77,7 +78,30 @@ def test_unknown_likelihood_is_named(likelihood):
 def test_criterion_for():
     assert criterion_for("gaussian") is GaussianNLLLoss
     assert criterion_for("homoscedastic") is GaussianNLLLoss
-    assert criterion_for("mse") is nn.MSELoss
+    assert criterion_for("mse") is SquaredErrorLoss
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_squared_error_loss_against_mse_loss(reduction):
+    """Per row: the mean over targets of torch's per-value squared error; reduced over rows
+    as MSELoss reduces (its mean over all values equals the mean of the row means)."""
+    generator = torch.Generator().manual_seed(0)
+    output, y = torch.randn(6, 3, generator=generator), torch.randn(6, 3, generator=generator)
+    per_value = nn.MSELoss(reduction="none")(output, y)
+    expected = {"none": per_value.mean(1), "sum": per_value.mean(1).sum()}
+    expected["mean"] = nn.MSELoss()(output, y)
+    torch.testing.assert_close(SquaredErrorLoss(reduction)(output, y), expected[reduction])
+
+
+def test_squared_error_loss_reads_1d_targets_as_one_column_and_checks_shapes():
+    output = torch.tensor([[1.0], [3.0]])
+    torch.testing.assert_close(
+        SquaredErrorLoss("none")(output, torch.tensor([0.0, 1.0])), torch.tensor([1.0, 4.0])
+    )
+    with pytest.raises(ValueError, match="one mean per target"):
+        SquaredErrorLoss()(torch.zeros(2, 2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        SquaredErrorLoss("max")
 
 
 # ------------------------------------------------------------------------ the criterion
