@@ -159,9 +159,9 @@ default=None
         (what its ``mode_state_dicts()`` returns: DeepEnsemble's members, ESPRO's and
         SPRO's modes, a curve's endpoints, SWAG's SWA means, FGE's snapshots), modules of
         this estimator's module, or their state dicts (one module or state dict alone
-        counts as a list of one). Their number must equal {count}; names and shapes must
-        match the module. The ordinary training of the modes is skipped and
-        ``epochs_spent_`` counts only what ``fit`` spends. SWAG's SWA means come with the
+        counts as a list of one). {count}; names and shapes must match the module. The
+        ordinary training of the modes is skipped and ``epochs_spent_`` counts only what
+        ``fit`` spends. SWAG's SWA means come with the
         last iterate's BatchNorm statistics: recompute them (``recalibrate_bn=True``) when
         starting from them. The given tensors are copied, never modified. ``clone`` (and so
         ``GridSearchCV``) copies an estimator given here without its fitted state: pass
@@ -227,15 +227,23 @@ def fill_doc(cls):
         likelihood=LIKELIHOOD_PARAMETER,
         training=training,
         attributes=COMMON_ATTRIBUTES.replace("{targets}", _TARGET_ATTRIBUTES[head]),
-        init_modes=INIT_MODES_PARAMETER.format(count=f"``{cls._init_count_name}``"),
+        init_modes=INIT_MODES_PARAMETER.format(count=_init_count_text(cls._init_count_name)),
         phases=ANCHOR_PHASE_PARAMETERS.format(name=name, phase=phase),
     )
     return cls
 
 
+def _init_count_text(name: str) -> str:
+    """How many networks ``init_modes`` holds: a parameter's name, or a phrase."""
+    return f"Their number must equal ``{name}``" if name.isidentifier() else f"They are {name}"
+
+
 def _section(doc: str, start: str, end: str) -> str:
-    """The text of ``doc`` from the line after ``start`` up to ``end`` (exclusive)."""
+    """The text of ``doc`` from the line after ``start`` up to ``end`` (exclusive); empty
+    when a blank line follows ``start``."""
     begin = doc.index(start) + len(start)
+    if doc.startswith("\n", begin):
+        return ""
     stop = doc.find(end, begin)
     return doc[begin:].rstrip() if stop < 0 else doc[begin:stop]
 
@@ -251,8 +259,15 @@ def regressor_doc(classifier, example: str):
     def decorate(cls):
         template = classifier._doc_template
         parameters = _section(template, "{module}\n", "    {training}")
-        attributes = _section(template, "{attributes}\n", "\n\n")
+        attributes = _section(template, "{attributes}\n", "\n\n").rstrip("\n")
+        attributes = "\n" + attributes if attributes else ""
         references = _section(template, "References\n    ----------\n", "\n\n")
+        if "Lakshminarayanan" not in references:
+            number = references.count(".. [") + 1
+            references += f"""
+    .. [{number}] B. Lakshminarayanan, A. Pritzel, C. Blundell. "Simple and Scalable
+       Predictive Uncertainty Estimation using Deep Ensembles." NeurIPS 2017 (the Gaussian
+       members and their mixture)."""
         examples = "\n".join(f"    {line}" if line else "" for line in example.splitlines())
         method = classifier.__name__[: -len("Classifier")]
         cls.__doc__ = f"""{method} as a regressor: the members' Gaussians, mixed.
@@ -275,8 +290,7 @@ def regressor_doc(classifier, example: str):
 
     Attributes
     ----------
-    {{attributes}}
-{attributes}
+    {{attributes}}{attributes}
 
     See Also
     --------
@@ -285,9 +299,6 @@ def regressor_doc(classifier, example: str):
     References
     ----------
 {references}
-    .. [0] B. Lakshminarayanan, A. Pritzel, C. Blundell. "Simple and Scalable Predictive
-       Uncertainty Estimation using Deep Ensembles." NeurIPS 2017 (the Gaussian members and
-       their mixture).
 
     Examples
     --------

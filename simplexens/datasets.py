@@ -332,14 +332,16 @@ class MLP(nn.Module):
     """A multilayer perceptron for tabular data, sized from the data.
 
     ``depth`` hidden layers of width ``hidden`` with ReLU activations, then a linear layer to
-    one logit per class.
+    ``n_classes`` outputs: one logit per class for a classifier, the columns a regressor's
+    likelihood asks for (a mean and a raw scale per target under ``"gaussian"``).
 
     Parameters
     ----------
     n_features_in : int
         Width of the input, filled from ``X.shape[1]`` by the estimators.
     n_classes : int
-        Number of outputs (logits), filled from the data by the estimators.
+        Number of outputs, filled by the estimators: the number of classes, or a
+        regressor's output width.
     hidden : int, default=64
         Width of each hidden layer.
     depth : int, default=2
