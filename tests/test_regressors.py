@@ -712,3 +712,32 @@ def test_dataset_with_float32_tensor_labels_equals_float32_arrays():
     on_dataset = quick().fit(Pairs(X_REG, Y_REG, label))
     on_arrays = quick().fit(X_REG, y32)
     assert_allclose(on_dataset.predict(X_REG), on_arrays.predict(X_REG), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------- metrics and inspection
+
+
+def test_evaluate_scores_a_regressor_from_its_mixture():
+    """metrics.evaluate on a regressor: the scores of its predictive mixture, computed here
+    by hand from the components (a second computation)."""
+    from simplexens.metrics import evaluate
+
+    reg = quick(max_epochs=3).fit(X_REG, Y_REG)
+    means, stds = reg.predict_member_distribution(X_REG)
+    z = (Y_REG[None] - means) / stds
+    log_density = np.log(np.mean(norm.pdf(z) / stds, axis=0))
+    lower, upper = reg.predict_interval(X_REG, level=0.9)
+    scores = evaluate(reg, X_REG, Y_REG)
+    assert_allclose(scores["nll"], -log_density.mean(), rtol=1e-10)
+    assert_allclose(scores["rmse"], np.sqrt(np.mean((means.mean(0) - Y_REG) ** 2)), rtol=1e-10)
+    y = Y_REG
+    assert scores["coverage_90"] == np.mean((y >= lower) & (y <= upper))
+    assert scores["crps"] > 0
+
+
+def test_loss_surfaces_refuse_a_regressor_clearly():
+    from simplexens.inspection import loss_along_path
+
+    reg = quick(max_epochs=1).fit(X_REG, Y_REG)
+    with pytest.raises(TypeError, match="DeepEnsembleRegressor is a regressor"):
+        loss_along_path(reg, X_REG, Y_REG)

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.base import is_regressor
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch.func import functional_call
@@ -137,6 +138,12 @@ def evaluate_points(estimator, points, X, y, *, recalibrate_bn=None) -> Bunch:
 
 def _data(estimator, X, y):
     check_is_fitted(estimator)
+    if is_regressor(estimator):
+        raise TypeError(
+            f"the loss surfaces measure a classifier's NLL and accuracy; "
+            f"{type(estimator).__name__} is a regressor (its members' Gaussian NLL on a path "
+            "is not supported yet)."
+        )
     X = validate_data(estimator, X, reset=False, dtype=np.float32, allow_nd=True)
     y = column_or_1d(y)
     if len(y) != len(X):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import is_regressor
 
 from ._calibration import _reliability
 from ._validation import _check_member_proba, _check_proba
@@ -187,17 +188,21 @@ def member_disagreement(member_proba):
 
 
 def evaluate(estimator, X, y, *, n_bins=15):
-    """Accuracy, NLL, Brier score and ECE of a fitted probabilistic classifier.
+    """Accuracy, NLL, Brier score and ECE of a fitted probabilistic classifier; RMSE, NLL,
+    CRPS and 90% coverage of a fitted ensemble regressor.
 
     Parameters
     ----------
     estimator : object
         Fitted classifier with ``predict_proba`` and ``classes_``; the columns
-        of ``predict_proba`` are taken to follow ``classes_``.
+        of ``predict_proba`` are taken to follow ``classes_``. Or a fitted regressor
+        (``sklearn.base.is_regressor``) with ``predict_member_distribution(X)`` returning
+        the ``(means, stds)`` of its predictive mixture, as the simplexens regressors do.
     X : array-like of shape (n_samples, ...)
         Input accepted by ``estimator.predict_proba``.
     y : array-like of shape (n_samples,)
-        True labels; every value must be in ``estimator.classes_``.
+        True labels; every value must be in ``estimator.classes_``. For a regressor, the
+        targets, of shape (n_samples,) or (n_samples, n_targets).
     n_bins : int, default=15
         Number of uniform bins for the ECE.
 
@@ -206,7 +211,11 @@ def evaluate(estimator, X, y, *, n_bins=15):
     dict
         ``{"accuracy": float, "nll": float, "brier": float, "ece": float}``,
         with accuracy ``mean(classes_[argmax] == y)`` and the other entries as
-        :func:`nll`, :func:`brier_score` and :func:`expected_calibration_error`.
+        :func:`nll`, :func:`brier_score` and :func:`expected_calibration_error`. For a
+        regressor ``{"rmse": float, "nll": float, "crps": float, "coverage_90": float}``:
+        :func:`rmse` of the mixture mean, :func:`gaussian_mixture_nll`,
+        :func:`crps_gaussian_mixture` and the :func:`interval_coverage` of the central 90%
+        :func:`mixture_interval`.
 
     Raises
     ------
@@ -216,10 +225,27 @@ def evaluate(estimator, X, y, *, n_bins=15):
         lengths, a label not in ``classes_``, or rows that are not
         probabilities.
     """
+    if is_regressor(estimator):
+        return _evaluate_regressor(estimator, X, y)
     y_index, proba = _check_proba(y, estimator.predict_proba(X), estimator.classes_)
     return {
         "accuracy": float(np.mean(proba.argmax(axis=1) == y_index)),
         "nll": _nll(y_index, proba),
         "brier": _brier(y_index, proba),
         "ece": _reliability(y_index, proba, n_bins, "uniform").ece,
+    }
+
+
+def _evaluate_regressor(estimator, X, y) -> dict:
+    # Imported here: the regression metrics import nothing of the classification ones.
+    from ._intervals import interval_coverage, mixture_interval
+    from ._regression import crps_gaussian_mixture, gaussian_mixture_nll, rmse
+
+    means, stds = estimator.predict_member_distribution(X)
+    lower, upper = mixture_interval(means, stds, 0.9)
+    return {
+        "rmse": rmse(y, np.mean(means, axis=0)),
+        "nll": gaussian_mixture_nll(y, means, stds),
+        "crps": crps_gaussian_mixture(y, means, stds),
+        "coverage_90": interval_coverage(y, lower, upper),
     }
