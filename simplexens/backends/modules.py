@@ -52,7 +52,7 @@ def reinitialise(module: nn.Module) -> None:
             f"({', '.join(missed[:5])}{', ...' if len(missed) > 5 else ''}); every member "
             "starts from the same values for them. Pass the module class or a factory instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

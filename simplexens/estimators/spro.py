@@ -169,7 +169,8 @@ class _SPRO(ConnectingMixin, BaseEnsemble):
         Integer(1).check("n_samples", n_samples)
         Real(0, 1, "neither").check("tolerance", tolerance)
         if y is None:
-            raise ValueError("dimension_probe needs the targets y of X.")
+            kind = "labels" if self._head == "classifier" else "targets"
+            raise ValueError(f"dimension_probe needs the {kind} y of X.")
         y = self._probe_targets(X, y)
         log_v = self.complex_log_volumes_
         counts = np.arange(1, len(log_v) + 1)
