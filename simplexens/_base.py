@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -296,7 +297,15 @@ class BaseEnsemble(BaseEstimator):
             )
         check_callbacks(self.callbacks, self.train_split)
         _check_device(self.device)
+        self._check_head_params()
         self._check_method_params()
+        if isinstance(self.init_modes, BaseEnsemble) and self.init_modes._head != self._head:
+            raise ValueError(
+                f"init_modes is a {self.init_modes._head} ({type(self.init_modes).__name__}); "
+                f"{type(self).__name__} is a {self._head}, whose module outputs mean "
+                "something else. Start from networks of a "
+                f"{self._head} (or their state dicts)."
+            )
 
     #: The method's own parameters: name -> constraint (see :mod:`simplexens._params`).
     _constraints: ClassVar[dict] = {}
@@ -580,6 +589,9 @@ class BaseEnsemble(BaseEstimator):
             # Read-only inputs (memory maps, pandas' copy-on-write arrays) are copied once,
             # since torch cannot wrap them; the caller's arrays are never written to.
             X = np.require(X, requirements="W")
+        if sp.issparse(y):
+            raise ValueError(f"{owner} needs a dense y; got a sparse matrix.")
+        self._check_targets(y)
         weights = row_weights(getattr(self, "class_weight", None), y, sample_weight, len(y))
         targets = self._encode_targets(y, weights)
         recalibration = recalibration_rows(recalibration_X, X.shape[1:], owner)
@@ -673,6 +685,12 @@ class BaseEnsemble(BaseEstimator):
     @abstractmethod
     def _criterion(self):
         """The criterion class every member's net trains with."""
+
+    def _check_head_params(self) -> None:
+        """Checks of the head's parameters (and its ``criterion__*``) beyond the table."""
+
+    def _check_targets(self, y) -> None:
+        """Checks of ``y`` that come before the sample and class weights are computed."""
 
     @abstractmethod
     def _encode_targets(self, y: np.ndarray, weights: np.ndarray | None) -> dict:

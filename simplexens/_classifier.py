@@ -31,14 +31,17 @@ class ClassifierHead(ClassifierMixin):
     def _criterion(self):
         return self.criterion
 
-    def _encode_targets(self, y, weights) -> dict:
+    def _check_targets(self, y) -> None:
         check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
+        classes = np.unique(y)
+        if len(classes) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; the data contain "
-                f"only one class: {encoder.classes_[0]}."
+                f"only one class: {classes[0]}."
             )
+
+    def _encode_targets(self, y, weights) -> dict:
+        encoder = LabelEncoder().fit(y)
         return {"y": encoder.transform(y).astype(np.int64), "classes": encoder.classes_}
 
     def _output_width(self, data) -> int:
@@ -183,7 +186,7 @@ def _warn_if_probabilities(out: torch.Tensor) -> None:
             "the loss and the predictions apply softmax themselves, so return logits: remove "
             "the final softmax layer.",
             UserWarning,
-            stacklevel=6,
+            stacklevel=5,
         )
 
 

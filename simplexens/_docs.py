@@ -12,8 +12,8 @@ module : nn.Module subclass, callable returning an nn.Module, or nn.Module insta
         The network. A class or factory is called once per member with the ``module__*``
         parameters; an instance is deep-copied and re-initialised (``reset_parameters``) per
         member. A constructor argument named ``n_features_in`` is filled with ``X.shape[1]``
-        and one named ``n_classes`` or ``n_outputs`` with the output width below, unless set
-        through ``module__*``.
+        and one named ``n_classes`` or ``n_outputs`` with the output width (below), unless
+        set through ``module__*``.
         """
 
 MODULE_PARAMETER = {
@@ -270,7 +270,7 @@ def regressor_doc(classifier, example: str):
        members and their mixture)."""
         examples = "\n".join(f"    {line}" if line else "" for line in example.splitlines())
         method = classifier.__name__[: -len("Classifier")]
-        cls.__doc__ = f"""{method} as a regressor: the members' Gaussians, mixed.
+        cls.__doc__ = f"""{method} as a regressor: a Gaussian predictive from the members.
 
     The method of :class:`{classifier.__name__}` (its description holds here, with the
     Gaussian negative log-likelihood, or the squared error, in place of the cross-entropy),

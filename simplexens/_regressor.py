@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,10 +21,11 @@ import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
+from torch import nn
 
-from ._base import loss_batches
+from ._base import BaseEnsemble, loss_batches
 from ._inputs import CHECK_ROWS
-from ._params import Options
+from ._params import Options, Real
 from .backends.likelihoods import (
     DEFAULT_MIN_SCALE,
     LIKELIHOODS,
@@ -81,7 +83,10 @@ def standardise(y, weights=None, owner: str = "the regressor") -> tuple[np.ndarr
     mean = np.average(Y, axis=0, weights=weights)
     with np.errstate(over="ignore", invalid="ignore"):
         scale = np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weights))
-        constant = ~(scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean)))
+        # Constant up to rounding (the bound of sklearn's StandardScaler): variance below
+        # n eps var + (n eps mean)^2, relative to the target's own magnitude.
+        n, eps = len(Y), np.finfo(np.float64).eps
+        constant = ~(scale**2 > n * eps * scale**2 + (n * eps * mean) ** 2)
         scale = np.where(constant, 1.0, scale)
         standard = (Y - mean) / scale
     if not (np.isfinite(scale).all() and np.isfinite(standard).all()):
@@ -109,10 +114,36 @@ class RegressorHead(RegressorMixin):
     def _criterion(self):
         return criterion_for(self.likelihood) if self.criterion is None else self.criterion
 
+    def _criterion_instance(self):
+        """The criterion as a member's net builds it (``criterion__*`` but ``reduction``)."""
+        criterion = self._criterion()
+        if isinstance(criterion, nn.Module):
+            return criterion
+        routed = {k: v for k, v in self._routed("criterion").items() if k != "reduction"}
+        return criterion(**routed)
+
     def _min_scale(self) -> float:
-        """``sigma_min`` of the Gaussian likelihoods: ``criterion__min_scale`` or 1e-3 (the
-        value set now; prediction uses the one the members were fitted with)."""
-        return float(self._routed("criterion").get("min_scale", DEFAULT_MIN_SCALE))
+        """``sigma_min`` of the Gaussian likelihoods: the criterion's ``min_scale``
+        (``criterion__min_scale``, or set in a given criterion), else 1e-3. The value set
+        now; prediction uses the one the members were fitted with."""
+        if "min_scale" in self._routed("criterion"):
+            return float(self._routed("criterion")["min_scale"])
+        try:
+            instance = self._criterion_instance()
+        except Exception:  # a criterion that cannot be built: fit reports it
+            return DEFAULT_MIN_SCALE
+        return float(getattr(instance, "min_scale", DEFAULT_MIN_SCALE))
+
+    def _check_head_params(self) -> None:
+        routed = self._routed("criterion")
+        if "min_scale" not in routed:
+            return
+        if self.likelihood == "mse":
+            raise ValueError(
+                "criterion__min_scale is the floor of a Gaussian likelihood's scale; "
+                "likelihood='mse' predicts no scale. Remove criterion__min_scale."
+            )
+        Real(0, None, "neither").check("criterion__min_scale", routed["min_scale"])
 
     def _head_settings(self) -> dict:
         return {"likelihood": self.likelihood, "criterion__min_scale": self._min_scale()}
@@ -136,7 +167,7 @@ class RegressorHead(RegressorMixin):
         n_rows, n_targets = min(len(data.X), CHECK_ROWS), data.y.shape[1]
         width = n_targets if self.likelihood == "mse" else 2 * n_targets
         if isinstance(out, torch.Tensor) and out.shape == (n_rows, width):
-            return
+            return self._check_criterion(out, data.y[:n_rows])
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         rule = (
             "one mean per target: n_targets"
@@ -150,13 +181,38 @@ class RegressorHead(RegressorMixin):
             "n_outputs or n_classes is filled with that width."
         )
 
+    def _check_criterion(self, out: torch.Tensor, y: np.ndarray) -> None:
+        """The criterion must score the module's output against the targets: a finite loss,
+        no broadcasting of mismatched shapes."""
+        name = getattr(self._criterion(), "__name__", type(self._criterion()).__name__)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # torch's broadcasting warning
+                loss = self._criterion_instance()(
+                    out.float(), torch.as_tensor(y, device=out.device)
+                )
+            finite = bool(torch.isfinite(torch.as_tensor(loss)).all())
+        except Exception as exc:
+            raise ValueError(
+                f"the criterion {name} cannot score the module's output (shape "
+                f"{tuple(out.shape)}, likelihood={self.likelihood!r}) against y of shape "
+                f"{y.shape}: {type(exc).__name__}: {exc}. Leave criterion=None for the "
+                "likelihood's own."
+            ) from exc
+        if not finite:
+            raise ValueError(
+                f"the criterion {name} gives a non-finite loss on the module's first outputs "
+                f"(likelihood={self.likelihood!r})."
+            )
+
     def _summed_loss(self, stack, X, y, rows, working_memory=None, weights=None):
         """Each member's summed Gaussian NLL (over rows and targets) in standardised units;
         for ``"mse"``, with unit noise (``sigma = 1``, one standard deviation of ``y``)."""
         total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
+        min_scale = self._min_scale()
         for inputs, targets, w in loss_batches(stack, X, y, rows, working_memory, weights):
             out = stack.forward(inputs).to(torch.float64)
-            means, stds = split_output(out, self.likelihood, y.shape[1], self._min_scale())
+            means, stds = split_output(out, self.likelihood, y.shape[1], min_scale)
             stds = torch.ones_like(means) if stds is None else stds
             z = (targets.to(torch.float64) - means) / stds
             terms = (0.5 * z * z + stds.log() + _HALF_LOG_2PI).sum(dim=-1)
@@ -174,6 +230,28 @@ class RegressorHead(RegressorMixin):
 
     def _target_key(self, data):
         return data.scaling.mean, data.scaling.scale
+
+    def fit(self, X, y=None, sample_weight=None, recalibration_X=None):
+        return super().fit(X, y, sample_weight, recalibration_X)
+
+    fit.__doc__ = BaseEnsemble.fit.__doc__.replace(
+        """y : array-like of shape (n_samples,), default=None
+            Labels of any type; ``predict`` returns them as given. Required with arrays; with
+            a Dataset, None reads the labels from its items (one pass over it), and a given
+            ``y`` is used instead of them.""",
+        """y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
+            Numeric, finite targets, at least 2 rows; standardised per target inside ``fit``
+            (``y_mean_``, ``y_scale_``), predictions come back in their units and shape.
+            Required with arrays; with a Dataset, None reads scalar targets from its items
+            (one pass over it); pass ``y`` for several targets.""",
+    ).replace(
+        """every phase (see
+            ``class_weight``, which multiplies them). A row of weight 2 counts as two copies
+            of it in its batch's loss.""",
+        """every phase and in
+            the mean and standard deviation that standardise ``y``. A row of weight 2 counts
+            as two copies of it.""",
+    )
 
     # -- SPRO's dimension probe ----------------------------------------------------------
 
@@ -203,7 +281,8 @@ class RegressorHead(RegressorMixin):
         Y = torch.as_tensor(y, device=means.device)
         residual = (means - Y).square().sum(dim=1)
         total = (Y - Y.mean(dim=0)).square().sum(dim=0)
-        return float((1 - residual / total).mean())
+        varying = total > 0  # R² is undefined for a constant target: left out (NaN if all)
+        return float((1 - residual[:, varying] / total[varying]).mean())
 
     # -- predict ----------------------------------------------------------------------------
 
@@ -231,7 +310,10 @@ class RegressorHead(RegressorMixin):
             aleatoric = torch.zeros_like(mean) if stds is None else stds.square().mean(0)
             parts.append(torch.stack([mean, aleatoric, epistemic]).cpu().numpy())
         mean, aleatoric, epistemic = np.concatenate(parts, axis=1)
-        return Bunch(mean=mean, aleatoric=aleatoric, epistemic=epistemic)
+        variance = aleatoric + epistemic
+        if self._fitted_likelihood_ == "mse":  # the floor of predict_member_distribution
+            variance = np.maximum(variance, (self._fitted_min_scale_ * self.y_scale_) ** 2)
+        return Bunch(mean=mean, aleatoric=aleatoric, epistemic=epistemic, variance=variance)
 
     def _shaped(self, values: np.ndarray) -> np.ndarray:
         """(..., n_samples, n_targets) arrays as ``y`` was given: without the target axis for
@@ -256,13 +338,14 @@ class RegressorHead(RegressorMixin):
             ``fit``).
         y_std : ndarray of the same shape, only if ``return_std``
             ``sigma*`` with ``sigma*^2 = (1/M) sum_m (sigma_m^2 + mu_m^2) - mu*^2``: the
-            aleatoric plus the epistemic variance (see :meth:`predict_moments`).
+            aleatoric plus the epistemic variance (see :meth:`predict_moments`, and its
+            floor under ``"mse"``).
         """
         moments = self._moments(X)
         mean = self._shaped(moments.mean)
         if not return_std:
             return mean
-        return mean, self._shaped(np.sqrt(moments.aleatoric + moments.epistemic))
+        return mean, self._shaped(np.sqrt(moments.variance))
 
     def predict_moments(self, X) -> Bunch:
         """The predictive mixture's mean and variance, split into its two sources.
@@ -278,10 +361,13 @@ class RegressorHead(RegressorMixin):
             shape (n_samples,) or (n_samples, n_targets), in the units of ``y`` (squared
             for the variances). ``aleatoric = (1/M) sum_m sigma_m^2`` is the noise the
             members predict (0 for ``likelihood="mse"``), ``epistemic = (1/M) sum_m
-            (mu_m - mu*)^2`` their disagreement, and ``variance`` their sum.
+            (mu_m - mu*)^2`` their disagreement, and ``variance`` their sum; for ``"mse"``
+            at least ``(sigma_min * y_scale_)^2``, the floor of
+            :meth:`predict_member_distribution` (a one-member ``"mse"`` ensemble has no
+            other variance).
         """
         moments = self._moments(X)
-        variance = moments.aleatoric + moments.epistemic
+        variance = moments.variance
         return Bunch(
             mean=self._shaped(moments.mean),
             std=self._shaped(np.sqrt(variance)),
@@ -332,7 +418,13 @@ class RegressorHead(RegressorMixin):
             Without the last axis for a scalar ``quantiles``; solved as in
             :func:`simplexens.metrics.mixture_quantiles`.
         """
-        result = mixture_quantiles(*self.predict_member_distribution(X), quantiles)
+        levels = np.asarray(quantiles, dtype=np.float64)
+        if levels.ndim > 1 or levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
+            raise ValueError(
+                f"quantiles must be a level or a 1-D list of levels in the open interval "
+                f"(0, 1); got {quantiles!r}."
+            )
+        result = mixture_quantiles(*self.predict_member_distribution(X), levels)
         return result if np.ndim(quantiles) == 0 else np.moveaxis(result, 0, -1)
 
     def predict_interval(self, X, level=0.9):

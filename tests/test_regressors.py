@@ -198,7 +198,9 @@ def test_mse_members_that_agree_get_the_scale_floor_per_target():
     means, _, _, y_scale = expected_members(y, "mse", 2)
     pred, std = reg.predict(X, return_std=True)
     assert_allclose(pred, np.broadcast_to(means[0], pred.shape), rtol=1e-10)
-    assert_array_equal(std, np.zeros_like(std))  # no noise, no disagreement
+    # No noise, no disagreement: the std is the floor, sigma_min of each target's scale.
+    assert_allclose(std, np.broadcast_to(MIN_SCALE * y_scale, std.shape), rtol=1e-12)
+    assert_array_equal(reg.predict_moments(X).epistemic, np.zeros_like(std))
     member_means, member_stds = reg.predict_member_distribution(X)
     assert member_means.shape == member_stds.shape == (1, len(X), 2)
     assert_allclose(member_means[0], pred, rtol=1e-12)
@@ -741,3 +743,110 @@ def test_loss_surfaces_refuse_a_regressor_clearly():
     reg = quick(max_epochs=1).fit(X_REG, Y_REG)
     with pytest.raises(TypeError, match="DeepEnsembleRegressor is a regressor"):
         loss_along_path(reg, X_REG, Y_REG)
+
+
+# ------------------------------------------------------- criteria, floors, odd targets
+
+
+def test_a_floor_set_in_the_criterion_is_the_floor_prediction_uses():
+    """min_scale given through a criterion factory trains and predicts as the routed
+    criterion__min_scale does: the same seed gives the same predictions."""
+    import functools
+
+    from simplexens.backends.likelihoods import GaussianNLLLoss
+
+    routed = quick(criterion__min_scale=0.5).fit(X_REG, Y_REG)
+    given = quick(criterion=functools.partial(GaussianNLLLoss, min_scale=0.5)).fit(X_REG, Y_REG)
+    expected, got = routed.predict(X_REG, True), given.predict(X_REG, True)
+    for a, b in zip(expected, got, strict=True):
+        assert_allclose(a, b, rtol=1e-6)
+    assert np.all(given.predict(X_REG, return_std=True)[1] >= 0.5 * given.y_scale_[0])
+
+
+def test_tiny_targets_are_standardised_not_taken_for_constant():
+    y = Y_REG * 1e-19
+    reg = quick(max_epochs=1).fit(X_REG, y)
+    assert_allclose(reg.y_scale_, [np.std(y)], rtol=1e-12)
+    assert_allclose(reg.y_mean_, [np.mean(y)], rtol=1e-12)
+
+
+def test_homoscedastic_with_a_floor_of_one_starts_above_it():
+    reg = quick(likelihood="homoscedastic", criterion__min_scale=1.0, max_epochs=1)
+    _, std = reg.fit(X_REG, Y_REG).predict(X_REG, return_std=True)
+    assert np.all(std >= 1.0 * reg.y_scale_[0])
+
+
+@pytest.mark.parametrize(
+    "likelihood, criterion, message",
+    [
+        ("gaussian", nn.MSELoss, "UserWarning: Using a target size"),
+        ("gaussian", nn.CrossEntropyLoss, "RuntimeError"),
+        ("mse", nn.GaussianNLLLoss, "TypeError"),
+    ],
+)
+def test_a_criterion_that_cannot_score_the_output_is_refused(likelihood, criterion, message):
+    reg = quick(likelihood=likelihood, criterion=criterion)
+    with pytest.raises(ValueError, match=f"cannot score the module's output.*{message}"):
+        reg.fit(X_REG, Y_REG)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(reg)
+
+
+def test_mse_has_no_scale_floor_to_set_and_a_floor_must_be_positive():
+    with pytest.raises(ValueError, match="likelihood='mse' predicts no scale"):
+        quick(likelihood="mse", criterion__min_scale=0.1).fit(X_REG, Y_REG)
+    with pytest.raises(ValueError, match="criterion__min_scale must be"):
+        quick(criterion__min_scale=-1.0).fit(X_REG, Y_REG)
+
+
+def test_sparse_y_is_refused_clearly():
+    import scipy.sparse as sp
+
+    with pytest.raises(ValueError, match="needs a dense y"):
+        quick().fit(X_REG, sp.csr_matrix(Y_REG[:, None]))
+
+
+def test_one_mse_member_predicts_the_floor_its_interval_uses():
+    """A one-member mse ensemble: std, variance and the interval agree on the floor
+    sigma_min * y_scale_ (the interval of a Gaussian is mean +- z std)."""
+    reg = quick(likelihood="mse", n_estimators=1, max_epochs=1).fit(X_REG, Y_REG)
+    _, std = reg.predict(X_REG, return_std=True)
+    assert_allclose(std, MIN_SCALE * reg.y_scale_[0], rtol=1e-12)
+    assert_allclose(reg.predict_moments(X_REG).variance, std**2, rtol=1e-12)
+    lower, upper = reg.predict_interval(X_REG, level=0.9)
+    assert_allclose((upper - lower) / 2, norm.ppf(0.95) * std, rtol=1e-6)
+
+
+def test_quantile_levels_are_checked_by_their_name():
+    reg = quick(max_epochs=1).fit(X_REG, Y_REG)
+    for bad in ([0.0, 0.5], [[0.5]], [], 1.5):
+        with pytest.raises(ValueError, match="quantiles must be"):
+            reg.predict_quantiles(X_REG, bad)
+
+
+def test_a_classifier_is_refused_as_a_regressors_init_modes():
+    from simplexens import DeepEnsembleClassifier
+
+    labels = (Y_REG > 0).astype(int)
+    clf = DeepEnsembleClassifier(MLP, n_estimators=2, max_epochs=1).fit(X_REG, labels)
+    with pytest.raises(ValueError, match="init_modes is a classifier"):
+        quick(init_modes=clf).fit(X_REG, Y_REG)
+
+
+def test_volume_display_of_an_spro_regressor_draws_volumes_and_the_probe_scores_r2():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sklearn.metrics import r2_score
+
+    from simplexens.inspection import VolumeDisplay
+
+    spro = SPRORegressor(
+        MLP, n_connectors=1, epochs_per_connector=1, max_epochs=2, random_state=0
+    ).fit(X_REG, Y_REG)
+    display = VolumeDisplay.from_estimator(spro, X_REG, Y_REG)
+    assert display.accuracy is None and display.accuracy_ax_ is None
+    probe = spro.dimension_probe(X_REG, Y_REG, n_samples=1)
+    # One point: its R² is that of the network at that point, bounded above by 1.
+    assert probe.r2.shape == (1,) and probe.r2[0] <= 1
+    assert r2_score(Y_REG, spro.predict(X_REG)) <= 1

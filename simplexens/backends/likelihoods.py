@@ -459,8 +459,8 @@ class Homoscedastic(nn.Module):
     module : nn.Module
         The wrapped network: its state dict entries are prefixed ``module.``.
     raw_scale : nn.Parameter of shape (T,)
-        ``r``, initialised to ``raw_from_scale(1.0, min_scale)``; state dict entry
-        ``raw_scale``.
+        ``r``, initialised to ``raw_from_scale(max(1, 2 min_scale), min_scale)``; state
+        dict entry ``raw_scale``.
 
     Raises
     ------
@@ -491,9 +491,11 @@ class Homoscedastic(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Set ``raw_scale`` back to ``sigma = 1``; the wrapped module is left alone."""
+        """Set ``raw_scale`` back to ``sigma = max(1, 2 sigma_min)`` (1 unless the floor is at
+        least 1/2); the wrapped module is left alone."""
+        start = max(1.0, 2.0 * self.min_scale)
         with torch.no_grad():
-            self.raw_scale.fill_(float(raw_from_scale(1.0, self.min_scale)))
+            self.raw_scale.fill_(float(raw_from_scale(start, self.min_scale)))
 
     def extra_repr(self) -> str:
         return f"n_targets={self.n_targets}, min_scale={self.min_scale}"

@@ -57,7 +57,8 @@ class _Subspace(SWAPhaseMixin, BaseEnsemble):
         if self.subspace == "curve":
             if self.init_modes is None:
                 raise ValueError(
-                    "subspace='curve' needs a curve: pass a fitted CurveClassifier "
+                    "subspace='curve' needs a curve: pass a fitted "
+                    f"Curve{'Classifier' if self._head == 'classifier' else 'Regressor'} "
                     "(n_bends=3) or its three anchors [w_0, bend, w_1] as init_modes."
                 )
             return

@@ -76,7 +76,8 @@ def connector_volumes(spro, X=None, y=None, *, tolerance=1e-2, n_samples=10):
             The connector count after which the volume collapses (None if it never does).
         accuracy : ndarray of shape (C,) or None
             Mean accuracy on ``(X, y)`` of points of the complex with each connector count;
-            None without ``X``.
+            None without ``X``, and for an ``SPRORegressor``, whose probe adds ``r2`` (the
+            points' mean R²) instead; :class:`VolumeDisplay` then draws no score.
 
     Raises
     ------
@@ -103,6 +104,7 @@ def connector_volumes(spro, X=None, y=None, *, tolerance=1e-2, n_samples=10):
     if X is not None:
         probe = spro.dimension_probe(X, y, n_samples=n_samples, tolerance=tolerance)
         probe.log_volumes = np.array(probe.log_volumes)
+        probe.setdefault("accuracy", None)  # a regressor's probe scores R² (``r2``)
         return probe
     Integer(1).check("n_samples", n_samples)
     Real(0, 1, "neither").check("tolerance", tolerance)
