@@ -37,7 +37,11 @@ likelihood : {"gaussian", "homoscedastic", "mse"}, default="gaussian"
         Homoscedastic`), same loss. ``"mse"``: a mean, trained with the squared error; the
         predictive variance is then the members' spread alone. ``sigma_min`` is
         ``criterion__min_scale`` (default 1e-3) in units of the standardised ``y``: a
-        thousandth of each target's standard deviation."""
+        thousandth of each target's standard deviation (or the ``min_scale`` of a given
+        criterion). ``"homoscedastic"`` members carry their noise scale: as ``init_modes``
+        they come from a homoscedastic regressor (or its ``mode_state_dicts()``). Where a
+        method needs a likelihood of the parameters (SubspaceRegressor's posterior),
+        ``"mse"`` counts as a Gaussian of unit variance in the standardised units."""
 
 _CRITERION = {
     "classifier": """\

@@ -115,7 +115,8 @@ class DatasetRows:
         if isinstance(y, torch.Tensor | np.ndarray):
             if y.ndim != 0 and y.shape != (1,):
                 raise ValueError(
-                    f"item {i}'s y has shape {tuple(y.shape)}; labels must be scalars"
+                    f"item {i}'s y has shape {tuple(y.shape)}; labels must be scalars (for "
+                    "several regression targets, pass y to fit)"
                 )
             y = y.reshape(()).item()
         if not isinstance(y, numbers.Number | str | np.generic):
