@@ -38,9 +38,10 @@ of the central 90% mixture interval, ``epochs_spent_`` and fit seconds; mean ± 
 seeds; "NLL / single" and "ΔNLL" are each seed's NLL against the single network of the same
 seed and run (a ratio of NLLs depends on the units of ``y``; the difference does not).
 
-Defaults: 3 seeds, E = 40, X = 20; 231 s of wall time on the 2 cores while other jobs kept
-them busy (load about 5), torch set to one intra-op thread: for these 50-wide layers a second
-thread gains nothing, and under that load it made a step 3-4 times slower (``--threads``).
+Defaults: 3 seeds, E = 40, X = 20; 225 s of wall time on the quiet 2 cores (231 s while
+other jobs kept them busy, load about 5), torch set to one intra-op thread: for these
+50-wide layers a second thread gains nothing, and under that load it made a step 3-4 times
+slower (``--threads``).
 ``--quick``: 1 seed, E = 10, X = 4, a smoke run in under a minute (19 s under the same load).
 
 The settings (Adam, lr, batch, E) were chosen on seed 100 with ``--validate`` (a quarter of
