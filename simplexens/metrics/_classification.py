@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import is_regressor
 
 from ._calibration import _reliability
 from ._validation import _check_member_proba, _check_proba
@@ -195,9 +194,9 @@ def evaluate(estimator, X, y, *, n_bins=15):
     ----------
     estimator : object
         Fitted classifier with ``predict_proba`` and ``classes_``; the columns
-        of ``predict_proba`` are taken to follow ``classes_``. Or a fitted regressor
-        (``sklearn.base.is_regressor``) with ``predict_member_distribution(X)`` returning
-        the ``(means, stds)`` of its predictive mixture, as the simplexens regressors do.
+        of ``predict_proba`` are taken to follow ``classes_``. Or a fitted regressor: an
+        object with ``predict_member_distribution(X)`` returning the ``(means, stds)`` of
+        its predictive mixture (as the simplexens regressors have) and no ``predict_proba``.
     X : array-like of shape (n_samples, ...)
         Input accepted by ``estimator.predict_proba``.
     y : array-like of shape (n_samples,)
@@ -225,7 +224,9 @@ def evaluate(estimator, X, y, *, n_bins=15):
         lengths, a label not in ``classes_``, or rows that are not
         probabilities.
     """
-    if is_regressor(estimator):
+    if hasattr(estimator, "predict_member_distribution") and not hasattr(
+        estimator, "predict_proba"
+    ):
         return _evaluate_regressor(estimator, X, y)
     y_index, proba = _check_proba(y, estimator.predict_proba(X), estimator.classes_)
     return {
