@@ -737,6 +737,15 @@ def test_evaluate_scores_a_regressor_from_its_mixture():
     assert scores["crps"] > 0
 
 
+def test_evaluate_reads_1d_targets_for_a_one_column_fit():
+    from simplexens.metrics import evaluate
+
+    reg = quick(max_epochs=1).fit(X_REG, Y_REG[:, None])
+    flat, column = evaluate(reg, X_REG, Y_REG), evaluate(reg, X_REG, Y_REG[:, None])
+    for key in flat:
+        assert_allclose(flat[key], column[key], rtol=0)
+
+
 def test_loss_surfaces_refuse_a_regressor_clearly():
     from simplexens.inspection import loss_along_path
 

@@ -243,6 +243,9 @@ def _evaluate_regressor(estimator, X, y) -> dict:
     from ._regression import crps_gaussian_mixture, gaussian_mixture_nll, rmse
 
     means, stds = estimator.predict_member_distribution(X)
+    y = np.asarray(y)
+    if y.ndim == 1 and means.ndim == 3 and means.shape[2] == 1:  # fitted on y of (n, 1)
+        y = y[:, None]
     lower, upper = mixture_interval(means, stds, 0.9)
     return {
         "rmse": rmse(y, np.mean(means, axis=0)),
