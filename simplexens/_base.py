@@ -642,8 +642,12 @@ class BaseEnsemble(BaseEstimator):
         """``init_modes`` checked against the module and copied (None when not given)."""
         if self.init_modes is None:
             return None
+        return self._resolve_modes(self.init_modes, template)
+
+    def _resolve_modes(self, modes, template: nn.Module) -> list:
+        """``modes`` (any form ``init_modes`` takes) checked against ``template`` and copied."""
         return resolve_init_modes(
-            self.init_modes,
+            modes,
             template,
             expected=self._init_count(),
             count_name=self._init_count_name,

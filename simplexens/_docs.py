@@ -38,8 +38,10 @@ likelihood : {"gaussian", "homoscedastic", "mse"}, default="gaussian"
         predictive variance is then the members' spread alone. ``sigma_min`` is
         ``criterion__min_scale`` (default 1e-3) in units of the standardised ``y``: a
         thousandth of each target's standard deviation (or the ``min_scale`` of a given
-        criterion). ``"homoscedastic"`` members carry their noise scale: as ``init_modes``
-        they come from a homoscedastic regressor (or its ``mode_state_dicts()``). Where a
+        criterion). ``"homoscedastic"`` members carry their noise scale: as ``init_modes``,
+        networks of a homoscedastic regressor keep theirs, and networks of the module
+        itself (modules, their state dicts, another regressor's modes) start from
+        ``sigma = 1``, one standard deviation of ``y``. Where a
         method needs a likelihood of the parameters (SubspaceRegressor's posterior),
         ``"mse"`` counts as a Gaussian of unit variance in the standardised units."""
 

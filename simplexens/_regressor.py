@@ -26,6 +26,7 @@ from torch import nn
 from ._base import BaseEnsemble, loss_batches
 from ._inputs import CHECK_ROWS
 from ._params import Options, Real
+from .backends.functional import module_tensors
 from .backends.likelihoods import (
     DEFAULT_MIN_SCALE,
     LIKELIHOODS,
@@ -162,6 +163,25 @@ class RegressorHead(RegressorMixin):
             Homoscedastic, n_targets=data.y.shape[1], min_scale=self._min_scale()
         )
         return dataclasses.replace(spec, wrap=wrap)
+
+    def _resolve_modes(self, modes, template):
+        """``init_modes`` under ``"homoscedastic"``: networks of a homoscedastic regressor as
+        they are; networks of the user's module (no ``raw_scale``) wrapped, with the noise
+        scale the wrapper starts from."""
+        try:
+            return super()._resolve_modes(modes, template)
+        except ValueError as wrapped:
+            if not isinstance(template, Homoscedastic):
+                raise
+            try:
+                inner = super()._resolve_modes(modes, template.module)
+            except ValueError as exc:
+                raise exc from wrapped
+        start = {n: t.to("cpu", copy=True) for n, t in module_tensors(template).items()}
+        return [
+            {n: mode[n[7:]] if n.startswith("module.") else start[n] for n in start}
+            for mode in inner
+        ]
 
     def _check_output(self, out, spec, data) -> None:
         n_rows, n_targets = min(len(data.X), CHECK_ROWS), data.y.shape[1]

@@ -859,3 +859,35 @@ def test_volume_display_of_an_spro_regressor_draws_volumes_and_the_probe_scores_
     # One point: its R² is that of the network at that point, bounded above by 1.
     assert probe.r2.shape == (1,) and probe.r2[0] <= 1
     assert r2_score(Y_REG, spro.predict(X_REG)) <= 1
+
+
+@pytest.mark.parametrize("form", ["state_dicts", "modules", "mse_regressor"])
+def test_homoscedastic_init_modes_from_the_users_module_start_at_unit_noise(form):
+    """Networks of the plain module (no learned scale) become homoscedastic members whose
+    means are those networks' outputs and whose noise starts at sigma = 1 (standardised):
+    the closed form of ``expected_members`` with the scale of softplus(raw) + sigma_min = 1."""
+    X, y = constant_data(2)
+    plain = constant_members("mse", 2, X.shape[1])  # mean outputs only
+    if form == "modules":
+        modules = [Constant(X.shape[1], 2) for _ in plain]
+        for module, state in zip(modules, plain, strict=True):
+            module.load_state_dict(state)
+        plain = modules
+    elif form == "mse_regressor":
+        given = DeepEnsembleRegressor(Constant, likelihood="mse", n_estimators=2, init_modes=plain)
+        plain = given.fit(X, y)
+    reg = DeepEnsembleRegressor(
+        Constant, likelihood="homoscedastic", n_estimators=2, init_modes=plain
+    ).fit(X, y)
+    means, _, _, y_scale = expected_members(y, "mse", 2)
+    member_means, member_stds = reg.predict_member_distribution(X)
+    assert_allclose(member_means, np.broadcast_to(means[:, None], member_means.shape), rtol=1e-6)
+    assert_allclose(member_stds, np.broadcast_to(y_scale, member_stds.shape), rtol=1e-6)
+
+
+def test_homoscedastic_init_modes_that_fit_neither_form_report_the_plain_module():
+    X, y = constant_data(1)
+    wrong = [{"linear.weight": torch.zeros(3, 3), "linear.bias": torch.zeros(3)}] * 2
+    reg = DeepEnsembleRegressor(Constant, likelihood="homoscedastic", n_estimators=2)
+    with pytest.raises(ValueError, match="shape"):
+        reg.set_params(init_modes=wrong).fit(X, y)

@@ -12,7 +12,6 @@ from torch import nn
 from .._base import BaseEnsemble, FitResult, store_parameters
 from .._classifier import ClassifierHead
 from .._docs import fill_doc, regressor_doc
-from .._init_modes import resolve_init_modes
 from .._params import Boolean, Integer, Options, Real
 from .._regressor import RegressorHead
 from ..backends.batchnorm import batchnorm_layers, recalibrate_batchnorm
@@ -89,13 +88,7 @@ class _Subspace(SWAPhaseMixin, BaseEnsemble):
             modes = _curve_anchors(modes)
         if modes is None:
             return None
-        return resolve_init_modes(
-            modes,
-            template,
-            expected=self._init_count(),
-            count_name=self._init_count_name,
-            owner=type(self).__name__,
-        )
+        return self._resolve_modes(modes, template)
 
     def _fit_members(self, spec, data, rng):
         (seed,) = member_seeds(rng, 1)
