@@ -30,7 +30,9 @@ from .backends.functional import module_tensors
 from .backends.likelihoods import (
     DEFAULT_MIN_SCALE,
     LIKELIHOODS,
+    GaussianNLLLoss,
     Homoscedastic,
+    SquaredErrorLoss,
     criterion_for,
     output_width,
     split_output,
@@ -229,13 +231,13 @@ class RegressorHead(RegressorMixin):
         """Each member's summed Gaussian NLL (over rows and targets) in standardised units;
         for ``"mse"``, with unit noise (``sigma = 1``, one standard deviation of ``y``)."""
         total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
-        min_scale = self._min_scale()
+        mse = self.likelihood == "mse"
+        criterion = SquaredErrorLoss("none") if mse else GaussianNLLLoss(self._min_scale(), "none")
         for inputs, targets, w in loss_batches(stack, X, y, rows, working_memory, weights):
             out = stack.forward(inputs).to(torch.float64)
-            means, stds = split_output(out, self.likelihood, y.shape[1], min_scale)
-            stds = torch.ones_like(means) if stds is None else stds
-            z = (targets.to(torch.float64) - means) / stds
-            terms = (0.5 * z * z + stds.log() + _HALF_LOG_2PI).sum(dim=-1)
+            terms = criterion(out, targets.expand(*out.shape[:-1], y.shape[1]))
+            if mse:  # the NLL of a unit-variance Gaussian, summed over the targets
+                terms = y.shape[1] * (0.5 * terms + _HALF_LOG_2PI)
             terms = terms.nan_to_num(nan=math.inf)
             total += (terms if w is None else terms * w).sum(dim=1)
         return total
