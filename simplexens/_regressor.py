@@ -83,17 +83,19 @@ def standardise(y, weights=None, owner: str = "the regressor") -> tuple[np.ndarr
     Y = y.reshape(len(y), -1).astype(np.float64)
     if not np.isfinite(Y).all():
         raise ValueError("Input y contains NaN or infinity.")
-    mean = np.average(Y, axis=0, weights=weights)
-    with np.errstate(over="ignore", invalid="ignore"):
-        scale = np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weights))
-        # Constant up to rounding (the bound of sklearn's StandardScaler): variance below
-        # n eps var + (n eps mean)^2, relative to the target's own magnitude.
-        n, eps = len(Y), np.finfo(np.float64).eps
-        constant = ~(scale**2 > n * eps * scale**2 + (n * eps * mean) ** 2)
-        scale = np.where(constant, 1.0, scale)
-        standard = (Y - mean) / scale
-    if not (np.isfinite(scale).all() and np.isfinite(standard).all()):
-        raise ValueError(f"y's values are too large to standardise in float64 ({owner}).")
+    # Moments of y / max|y| per target, then scaled back: no overflow near float64's limits.
+    peak = np.abs(Y).max(axis=0)
+    unit = np.where(peak > 0, peak, 1.0)
+    Z = Y / unit
+    mean = np.average(Z, axis=0, weights=weights)
+    scale = np.sqrt(np.average((Z - mean) ** 2, axis=0, weights=weights))
+    # Constant up to rounding (the bound of sklearn's StandardScaler): variance below
+    # n eps var + (n eps mean)^2, relative to the target's own magnitude.
+    n, eps = len(Y), np.finfo(np.float64).eps
+    constant = ~(scale**2 > n * eps * scale**2 + (n * eps * mean) ** 2)
+    scale = np.where(constant, 1.0 / unit, scale)
+    standard = (Z - mean) / scale
+    mean, scale = mean * unit, scale * unit
     return standard.astype(np.float32), TargetScaling(mean, scale, y.ndim)
 
 

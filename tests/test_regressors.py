@@ -914,3 +914,14 @@ def test_homoscedastic_init_modes_that_fit_neither_form_report_the_plain_module(
     reg = DeepEnsembleRegressor(Constant, likelihood="homoscedastic", n_estimators=2)
     with pytest.raises(ValueError, match="shape"):
         reg.set_params(init_modes=wrong).fit(X, y)
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-300])
+def test_targets_near_the_float64_limits_are_standardised(factor):
+    """Scaling y scales y_mean_ and y_scale_ and leaves the standardised targets (and so
+    the training) unchanged: predictions are the unscaled ones times the factor."""
+    base = quick(max_epochs=1).fit(X_REG, Y_REG)
+    scaled = quick(max_epochs=1).fit(X_REG, Y_REG * factor)
+    assert_allclose(scaled.y_mean_, base.y_mean_ * factor, rtol=1e-12)
+    assert_allclose(scaled.y_scale_, base.y_scale_ * factor, rtol=1e-12)
+    assert_allclose(scaled.predict(X_REG), base.predict(X_REG) * factor, rtol=1e-5)
