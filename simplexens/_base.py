@@ -106,7 +106,7 @@ NET_PARAMETERS = (
 
 @dataclass
 class FitResult:
-    """What a method's training hands back to :meth:`BaseEnsembleClassifier.fit`.
+    """What a method's training hands back to :meth:`BaseEnsemble.fit`.
 
     Attributes
     ----------
@@ -159,7 +159,7 @@ class TrainingData:
         the training rows).
     warm : dict or None
         In a warm refit, ``{count: (fitted, now)}`` of the counts that may grow: the method
-        trains only what is new (see :meth:`BaseEnsembleClassifier._fit_members`).
+        trains only what is new (see :meth:`BaseEnsemble._fit_members`).
     """
 
     X: np.ndarray

@@ -106,14 +106,7 @@ class ClassifierHead(ClassifierMixin):
     def _member_log_proba_batches(self, X):
         """The members' float64 log-probabilities, batch by batch: each item of shape
         ``(n_members, n_rows_in_batch, n_classes)`` (batches as in ``_output_batches``)."""
-        return (self._log_softmax(out) for out in self._output_batches(X))
-
-    def _member_log_proba(self, X: np.ndarray) -> torch.Tensor:
-        return self._log_softmax(self._member_outputs(X))
-
-    @staticmethod
-    def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
-        return logits.to(torch.float64).log_softmax(dim=-1)
+        return (out.to(torch.float64).log_softmax(dim=-1) for out in self._output_batches(X))
 
     def predict_member_proba(self, X):
         """Class probabilities of every member.
