@@ -265,6 +265,8 @@ def regressor_doc(classifier, example: str):
     def decorate(cls):
         template = classifier._doc_template
         parameters = _section(template, "{module}\n", "    {training}")
+        parameters = parameters.replace("(see above)", f"(see :class:`{classifier.__name__}`)")
+        parameters = parameters.replace("train accuracy", "train accuracy, on classifiers")
         attributes = _section(template, "{attributes}\n", "\n\n").rstrip("\n")
         attributes = "\n" + attributes if attributes else ""
         references = _section(template, "References\n    ----------\n", "\n\n")
