@@ -623,6 +623,12 @@ class BaseEnsemble(BaseEstimator):
             template = spec.build().to(self.device)
         out = _module_output(template, data.X[:CHECK_ROWS], spec, self.device)
         self._check_output(out, spec, data)
+        if not out.is_floating_point():
+            raise ValueError(
+                f"the module returned a {out.dtype} output; it must return floating-point "
+                "values (logits, or means and scales), with no rounding, argmax or integer "
+                "cast in forward."
+            )
         self._check_module(template)
         return spec, template
 

@@ -537,3 +537,28 @@ def test_each_member_and_phase_checkpoints_to_its_own_files(data, tmp_path):
     modes = [torch.load(tmp_path / f"member{m}_mode_params.pt") for m in (1, 2)]
     assert not torch.equal(modes[0]["net.1.weight"], modes[1]["net.1.weight"])
     assert clf.n_members_ == 4
+
+
+class _IntegerOutput(nn.Module):
+    """A network whose forward casts its output to integers (e.g. a stray argmax/round)."""
+
+    def __init__(self, n_features_in=8, n_outputs=3):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+
+    def forward(self, x):
+        return self.linear(x).round().long()
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_a_module_with_integer_outputs_is_refused_before_training(data, regression):
+    from simplexens import DeepEnsembleRegressor
+
+    X, y = data
+    cls = DeepEnsembleRegressor if regression else DeepEnsembleClassifier
+    params = dict(likelihood="mse") if regression else {}
+    est = cls(_IntegerOutput, n_estimators=2, max_epochs=1, **params)
+    with pytest.raises(ValueError, match=r"torch\.int64 output; it must return floating-point"):
+        est.fit(X, y.astype(np.float32) if regression else y)
+    with pytest.raises(NotFittedError):
+        est.predict(X)
