@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
+from sklearn.metrics import r2_score
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
 from torch import nn
@@ -93,9 +94,10 @@ def standardise(y, weights=None, owner: str = "the regressor") -> tuple[np.ndarr
     # n eps var + (n eps mean)^2, relative to the target's own magnitude.
     n, eps = len(Y), np.finfo(np.float64).eps
     constant = ~(scale**2 > n * eps * scale**2 + (n * eps * mean) ** 2)
-    scale = np.where(constant, 1.0 / unit, scale)
-    standard = (Z - mean) / scale
-    mean, scale = mean * unit, scale * unit
+    # A constant target (its spread is rounding) gets scale 1 in y's units and standardises
+    # to 0; no division by its zero spread or by a subnormal max|y|.
+    standard = np.where(constant, 0.0, (Z - mean) / np.where(constant, 1.0, scale))
+    mean, scale = mean * unit, np.where(constant, 1.0, scale * unit)
     return standard.astype(np.float32), TargetScaling(mean, scale, y.ndim)
 
 
@@ -291,7 +293,7 @@ class RegressorHead(RegressorMixin):
                 f"y has shape {y.shape}, but {type(self).__name__} was fitted on "
                 f"{self.n_targets_} target(s)."
             )
-        return (Y - self.y_mean_) / self.y_scale_
+        return self._standardised(Y)
 
     def _points_score(self, outputs: torch.Tensor, y: np.ndarray) -> float:
         """Mean R² of each parameter set's mean prediction, ``outputs`` of shape
@@ -311,22 +313,21 @@ class RegressorHead(RegressorMixin):
     # -- predict ----------------------------------------------------------------------------
 
     def _member_gaussians(self, X):
-        """The members' means and standard deviations (None for ``"mse"``) in the units of
-        ``y``, float64 of shape (n_members, n_rows_in_batch, n_targets), batch by batch."""
+        """The members' means and standard deviations (None for ``"mse"``) in standardised
+        units, float64 of shape (n_members, n_rows_in_batch, n_targets), batch by batch."""
         check_is_fitted(self)
-        mean = torch.as_tensor(self.y_mean_, device=self.members_.device)
-        scale = torch.as_tensor(self.y_scale_, device=self.members_.device)
         for out in self._output_batches(X):
-            means, stds = split_output(
+            yield split_output(
                 out.to(torch.float64),
                 self._fitted_likelihood_,
                 self.n_targets_,
                 self._fitted_min_scale_,
             )
-            yield means * scale + mean, None if stds is None else stds * scale
 
     def _moments(self, X) -> Bunch:
-        """Mixture mean, aleatoric and epistemic variance, each (n_samples, n_targets)."""
+        """Mixture mean, std, aleatoric and epistemic variance, each (n_samples, n_targets),
+        in the units of ``y``. Computed in standardised units and scaled back, so that the
+        std stays finite for any finite ``y_scale_``."""
         parts = []
         for means, stds in self._member_gaussians(X):
             mean = means.mean(dim=0)
@@ -336,8 +337,35 @@ class RegressorHead(RegressorMixin):
         mean, aleatoric, epistemic = np.concatenate(parts, axis=1)
         variance = aleatoric + epistemic
         if self._fitted_likelihood_ == "mse":  # the floor of predict_member_distribution
-            variance = np.maximum(variance, (self._fitted_min_scale_ * self.y_scale_) ** 2)
-        return Bunch(mean=mean, aleatoric=aleatoric, epistemic=epistemic, variance=variance)
+            variance = np.maximum(variance, self._fitted_min_scale_**2)
+        with np.errstate(over="ignore", under="ignore"):  # documented in predict_moments
+            squared = self.y_scale_**2
+            return Bunch(
+                mean=self._in_units(mean),
+                std=np.sqrt(variance) * self.y_scale_,
+                variance=variance * squared,
+                aleatoric=aleatoric * squared,
+                epistemic=epistemic * squared,
+            )
+
+    def _components(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """The predictive mixture's components in standardised units, each of shape
+        (n_components, n_samples, n_targets) (see :meth:`predict_member_distribution`)."""
+        means, stds = [], []
+        for mu, sigma in self._member_gaussians(X):
+            if sigma is None:
+                spread = (mu - mu.mean(dim=0)).square().mean(dim=0).sqrt()
+                mu, sigma = (
+                    mu.mean(dim=0, keepdim=True),
+                    spread.clamp_min(self._fitted_min_scale_)[None],
+                )
+            means.append(mu.cpu().numpy())
+            stds.append(sigma.cpu().numpy())
+        return np.concatenate(means, 1), np.concatenate(stds, 1)
+
+    def _in_units(self, standardised: np.ndarray) -> np.ndarray:
+        """Values of shape (..., n_samples, n_targets) from standardised units to ``y``'s."""
+        return standardised * self.y_scale_ + self.y_mean_
 
     def _shaped(self, values: np.ndarray) -> np.ndarray:
         """(..., n_samples, n_targets) arrays as ``y`` was given: without the target axis for
@@ -369,7 +397,7 @@ class RegressorHead(RegressorMixin):
         mean = self._shaped(moments.mean)
         if not return_std:
             return mean
-        return mean, self._shaped(np.sqrt(moments.variance))
+        return mean, self._shaped(moments.std)
 
     def predict_moments(self, X) -> Bunch:
         """The predictive mixture's mean and variance, split into its two sources.
@@ -388,17 +416,11 @@ class RegressorHead(RegressorMixin):
             (mu_m - mu*)^2`` their disagreement, and ``variance`` their sum; for ``"mse"``
             at least ``(sigma_min * y_scale_)^2``, the floor of
             :meth:`predict_member_distribution` (a one-member ``"mse"`` ensemble has no
-            other variance).
+            other variance). The variances are ``y_scale_**2`` times standardised ones, so
+            they overflow to inf (or underflow to 0) where ``y_scale_`` is beyond about
+            ``1e154`` (or below ``1e-154``); ``std`` is scaled once and stays finite.
         """
-        moments = self._moments(X)
-        variance = moments.variance
-        return Bunch(
-            mean=self._shaped(moments.mean),
-            std=self._shaped(np.sqrt(variance)),
-            variance=self._shaped(variance),
-            aleatoric=self._shaped(moments.aleatoric),
-            epistemic=self._shaped(moments.epistemic),
-        )
+        return Bunch(**{key: self._shaped(value) for key, value in self._moments(X).items()})
 
     def predict_member_distribution(self, X):
         """The Gaussian components of the predictive mixture, in the units of ``y``.
@@ -416,16 +438,8 @@ class RegressorHead(RegressorMixin):
             ``sigma_min`` times ``y_scale_``). The input of :mod:`simplexens.metrics`'
             mixture metrics and of :class:`~simplexens.inspection.CoverageDisplay`.
         """
-        means, stds = [], []
-        for mu, sigma in self._member_gaussians(X):
-            if sigma is None:
-                spread = (mu - mu.mean(dim=0)).square().mean(dim=0).sqrt()
-                floor = self._fitted_min_scale_ * self.y_scale_
-                floor = torch.as_tensor(floor, device=mu.device)
-                mu, sigma = mu.mean(dim=0, keepdim=True), torch.maximum(spread, floor)[None]
-            means.append(mu.cpu().numpy())
-            stds.append(sigma.cpu().numpy())
-        return self._shaped(np.concatenate(means, 1)), self._shaped(np.concatenate(stds, 1))
+        means, stds = self._components(X)
+        return self._shaped(self._in_units(means)), self._shaped(stds * self.y_scale_)
 
     def predict_quantiles(self, X, quantiles=(0.05, 0.5, 0.95)):
         """Quantiles of the predictive mixture.
@@ -448,8 +462,10 @@ class RegressorHead(RegressorMixin):
                 f"quantiles must be a level or a 1-D list of levels in the open interval "
                 f"(0, 1); got {quantiles!r}."
             )
-        result = mixture_quantiles(*self.predict_member_distribution(X), levels)
-        return result if np.ndim(quantiles) == 0 else np.moveaxis(result, 0, -1)
+        result = self._shaped(
+            self._in_units(mixture_quantiles(*self._components(X), np.atleast_1d(levels)))
+        )
+        return result[0] if np.ndim(quantiles) == 0 else np.moveaxis(result, 0, -1)
 
     def predict_interval(self, X, level=0.9):
         """Central interval of the predictive mixture holding probability ``level``.
@@ -464,7 +480,8 @@ class RegressorHead(RegressorMixin):
         -------
         lower, upper : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        return mixture_interval(*self.predict_member_distribution(X), level)
+        lower, upper = mixture_interval(*self._components(X), level)
+        return self._shaped(self._in_units(lower)), self._shaped(self._in_units(upper))
 
     def score(self, X, y, sample_weight=None):
         """R² of :meth:`predict` (as :meth:`sklearn.base.RegressorMixin.score`), after
@@ -483,4 +500,17 @@ class RegressorHead(RegressorMixin):
                 f"{self.n_targets_} target(s): y must be (n_samples,"
                 f"{'' if self.n_targets_ == 1 else f' {self.n_targets_}'})."
             )
-        return super().score(X, y, sample_weight=sample_weight)
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        prediction = self._moments(X).mean
+        check_consistent_length(prediction, y, sample_weight)
+        # R² is unit-free: computed in standardised units, it neither overflows nor
+        # underflows for targets near float64's limits.
+        return r2_score(
+            self._standardised(y.reshape(len(y), -1)),
+            self._standardised(prediction),
+            sample_weight=sample_weight,
+        )
+
+    def _standardised(self, values: np.ndarray) -> np.ndarray:
+        """Values of shape (..., n_targets) from ``y``'s units to standardised units."""
+        return (values - self.y_mean_) / self.y_scale_

@@ -373,10 +373,11 @@ def test_affine_transform_of_y_transforms_the_predictions(likelihood):
     assert_allclose(moved.score(X, a * Y_REG2[:50] + b), base.score(X, Y_REG2[:50]), rtol=1e-4)
 
 
-def test_constant_target_gets_unit_scale():
-    y = np.full(len(X_REG), 4.25)
+@pytest.mark.parametrize("value", [4.25, 1e-310, -3e300, 0.0], ids=str)
+def test_constant_target_gets_unit_scale(value):
+    y = np.full(len(X_REG), value)
     reg = quick(max_epochs=1).fit(X_REG, y)
-    assert_array_equal(reg.y_mean_, [4.25])
+    assert_array_equal(reg.y_mean_, [value])
     assert_array_equal(reg.y_scale_, [1.0])
     assert np.isfinite(reg.predict(X_REG[:5], return_std=True)).all()
 
@@ -925,3 +926,29 @@ def test_targets_near_the_float64_limits_are_standardised(factor):
     assert_allclose(scaled.y_mean_, base.y_mean_ * factor, rtol=1e-12)
     assert_allclose(scaled.y_scale_, base.y_scale_ * factor, rtol=1e-12)
     assert_allclose(scaled.predict(X_REG), base.predict(X_REG) * factor, rtol=1e-5)
+    # The std, quantiles and interval scale with y; R² does not change.
+    assert_allclose(
+        scaled.predict(X_REG, return_std=True)[1],
+        base.predict(X_REG, return_std=True)[1] * factor,
+        rtol=1e-5,
+    )
+    levels = [0.05, 0.5, 0.95]
+    assert_allclose(
+        scaled.predict_quantiles(X_REG, levels),
+        base.predict_quantiles(X_REG, levels) * factor,
+        rtol=1e-5,
+    )
+    for a, b in zip(scaled.predict_interval(X_REG), base.predict_interval(X_REG), strict=True):
+        assert_allclose(a, b * factor, rtol=1e-5)
+    assert_allclose(scaled.score(X_REG, Y_REG * factor), base.score(X_REG, Y_REG), rtol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1e160, 1e-160])
+def test_the_std_stays_finite_where_the_variance_cannot(factor):
+    """Variances in y's units over- or underflow beyond 1e154 (squared); the std, computed
+    in standardised units and scaled back, does not."""
+    base = quick(max_epochs=1).fit(X_REG, Y_REG)
+    scaled = quick(max_epochs=1).fit(X_REG, Y_REG * factor)
+    moments = scaled.predict_moments(X_REG)
+    assert_allclose(moments.std, base.predict_moments(X_REG).std * factor, rtol=1e-5)
+    assert_allclose(scaled.score(X_REG, Y_REG * factor), base.score(X_REG, Y_REG), rtol=1e-5)
