@@ -422,3 +422,29 @@ def test_level_arrays_of_the_wrong_shape_are_refused():
         mixture_quantiles(means, stds, [])
     with pytest.raises(ValueError, match="level must be a scalar"):
         mixture_interval(means, stds, [0.5, 0.9])
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-200], ids=["huge", "tiny"])
+def test_metrics_scale_with_the_units_near_float64s_limits(factor):
+    """Scaling y, means and stds by c scales the CRPS, std and quantiles by c and shifts
+    the NLL by log c, also where squared stds over- or underflow float64."""
+    means, stds = _members(3, shape=(12, 2))
+    y = np.random.default_rng(4).normal(size=(12, 2))
+    scaled = (y * factor, means * factor, stds * factor)
+    assert_allclose(
+        crps_gaussian_mixture(*scaled), crps_gaussian_mixture(y, means, stds) * factor, rtol=1e-9
+    )
+    assert_allclose(
+        gaussian_mixture_nll(*scaled), gaussian_mixture_nll(y, means, stds) + np.log(factor)
+    )
+    assert_allclose(
+        gaussian_mixture_moments(*scaled[1:]).std,
+        gaussian_mixture_moments(means, stds).std * factor,
+        rtol=1e-12,
+    )
+    levels = [0.05, 0.5, 0.95]
+    assert_allclose(
+        mixture_quantiles(*scaled[1:], levels),
+        mixture_quantiles(means, stds, levels) * factor,
+        rtol=1e-8,
+    )

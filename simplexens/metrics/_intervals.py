@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 from sklearn.utils import Bunch
 
-from ._regression import _INV_SQRT_2PI, _moments
+from ._regression import _INV_SQRT_2PI, _mixture_std
 from ._validation import (
     _check_finite,
     _check_level_values,
@@ -80,8 +80,7 @@ def _flat_quantiles(means, stds, levels):
     """Quantiles at each level in ``levels``; member arrays validated, shape (M, n[, t])."""
     flat_means = means.reshape(means.shape[0], -1)
     flat_stds = stds.reshape(stds.shape[0], -1)
-    _, aleatoric, epistemic = _moments(flat_means, flat_stds)
-    scale = np.sqrt(aleatoric + epistemic)
+    scale = _mixture_std(flat_means, flat_stds, flat_means.mean(axis=0))
     # One level at a time keeps the working set at (n_members, n_values).
     return np.stack(
         [

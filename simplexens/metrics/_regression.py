@@ -39,6 +39,15 @@ def _moments(means, stds):
     return mean, np.mean(stds**2, axis=0), np.mean((means - mean) ** 2, axis=0)
 
 
+def _mixture_std(means, stds, mean):
+    """The mixture's standard deviation, from member arrays scaled by their largest spread
+    per value first: finite (and not 0) wherever the mixture's std is, even where its
+    variance over- or underflows."""
+    unit = np.maximum(stds.max(axis=0), np.abs(means - mean).max(axis=0))
+    scaled = np.mean((stds / unit) ** 2, axis=0) + np.mean(((means - mean) / unit) ** 2, axis=0)
+    return unit * np.sqrt(scaled)
+
+
 def _gaussian_logpdf(y, mean, std):
     z = (y - mean) / std
     return -0.5 * (_LOG_2PI + z * z) - np.log(std)
@@ -54,11 +63,11 @@ def _crps_mixture(y, means, stds):
     """Per-value CRPS of the uniform mixture, ``E|X - y| - E|X - X'| / 2``."""
     n_members = means.shape[0]
     to_y = _abs_moment(y - means, stds).mean(axis=0)
-    variances = stds**2
     between = np.zeros_like(to_y)
-    # One row of the member-pair matrix at a time: O(M^2) work per value, O(M) memory.
+    # One row of the member-pair matrix at a time: O(M^2) work per value, O(M) memory; the
+    # pair's std sqrt(s_m^2 + s_k^2) as hypot, which neither over- nor underflows.
     for m in range(n_members):
-        between += _abs_moment(means[m] - means, np.sqrt(variances[m] + variances)).sum(axis=0)
+        between += _abs_moment(means[m] - means, np.hypot(stds[m], stds)).sum(axis=0)
     return to_y - between / (2.0 * n_members**2)
 
 
@@ -86,7 +95,10 @@ def gaussian_mixture_moments(means, stds):
     sklearn.utils.Bunch
         With keys ``mean``, ``std``, ``variance``, ``aleatoric`` and ``epistemic``, each an
         ndarray of shape ``means.shape[1:]``; ``variance == aleatoric + epistemic`` (computed
-        so, which avoids the cancellation of the textbook form) and ``std = sqrt(variance)``.
+        so, which avoids the cancellation of the textbook form) and ``std = sqrt(variance)``,
+        computed from the members divided by their largest spread so that it stays finite
+        where the variance over- or underflows (stds beyond about ``1e154`` or below
+        ``1e-154``).
 
     Raises
     ------
@@ -105,11 +117,13 @@ def gaussian_mixture_moments(means, stds):
     >>> moments.mean.tolist(), moments.aleatoric.tolist(), moments.epistemic.tolist()
     ([1.0], [1.0], [1.0])
     """
-    mean, aleatoric, epistemic = _moments(*_check_members(means, stds))
-    variance = aleatoric + epistemic
+    means, stds = _check_members(means, stds)
+    with np.errstate(over="ignore", under="ignore"):  # variances beyond float64: inf or 0
+        mean, aleatoric, epistemic = _moments(means, stds)
+        variance = aleatoric + epistemic
     return Bunch(
         mean=mean,
-        std=np.sqrt(variance),
+        std=_mixture_std(means, stds, mean),
         variance=variance,
         aleatoric=aleatoric,
         epistemic=epistemic,
