@@ -112,7 +112,17 @@ def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.n
         weights = weights * compute_sample_weight(class_weight, y)
     if not np.isfinite(weights).all() or not weights.sum() > 0:
         raise ValueError("the sample weights must be finite and sum to a positive value.")
-    return weights.astype(np.float32)
+    single = weights.astype(np.float32)
+    lost = ~np.isfinite(single) | ((single == 0) & (weights > 0))
+    if lost.any():
+        raise ValueError(
+            f"the sample weights run from {weights[weights > 0].min():.3g} to "
+            f"{weights.max():.3g}, beyond float32 (training's precision): e.g. row "
+            f"{np.flatnonzero(lost)[0]} becomes {single[lost][0]}. Rescale sample_weight: "
+            "each weight multiplies its row's loss, so a common factor also scales the "
+            "learning rate."
+        )
+    return single
 
 
 def recalibration_rows(X, input_shape: tuple, owner: str):

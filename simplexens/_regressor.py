@@ -255,7 +255,7 @@ class RegressorHead(RegressorMixin):
         self.y_scale_ = data.scaling.scale
 
     def _target_key(self, data):
-        return data.scaling.mean, data.scaling.scale
+        return data.scaling.mean, data.scaling.scale, data.scaling.ndim
 
     def fit(self, X, y=None, sample_weight=None, recalibration_X=None):
         return super().fit(X, y, sample_weight, recalibration_X)

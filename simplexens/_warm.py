@@ -53,6 +53,8 @@ def fingerprint(X, y: np.ndarray, classes: np.ndarray) -> str:
     weights = X.weights if isinstance(X, WeightedRows) else None
     X = X.X if isinstance(X, WeightedRows) else X
     rows = ("dataset", len(X)) if isinstance(X, DatasetRows) else X
+    # C order for arrays: joblib's hash depends on the memory layout, equal data must not.
+    rows, y = (np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in (rows, y))
     return joblib.hash((rows, y, classes, weights))
 
 
@@ -83,16 +85,8 @@ def check_growth(estimator, state: WarmState, data_fingerprint: str, spec) -> di
         differ.
     """
     name = type(estimator).__name__
-    if spec_hash(spec) != state.module:
-        raise ValueError(
-            f"warm_start=True adds members of the module {name} was fitted with; the module "
-            "or its module__* parameters changed. Set warm_start=False to fit anew."
-        )
-    if data_fingerprint != state.fingerprint:
-        raise ValueError(
-            f"warm_start=True refits {name} on the data it was fitted on, to add members; "
-            "these data (rows, labels or weights) differ. Set warm_start=False to fit anew."
-        )
+    # Settings first, then data, then the module: a changed setting or target count also
+    # changes the module's width, and the message should name the cause.
     for setting, fitted in state.head.items():
         now = estimator._head_settings()[setting]
         if now != fitted:
@@ -101,6 +95,17 @@ def check_growth(estimator, state: WarmState, data_fingerprint: str, spec) -> di
                 "warm_start=True: the fitted members were trained under it. Set "
                 "warm_start=False to fit anew."
             )
+    if data_fingerprint != state.fingerprint:
+        raise ValueError(
+            f"warm_start=True refits {name} on the data it was fitted on, to add members; "
+            "these data (rows, targets or labels and their shape, or weights) differ. Set "
+            "warm_start=False to fit anew."
+        )
+    if spec_hash(spec) != state.module:
+        raise ValueError(
+            f"warm_start=True adds members of the module {name} was fitted with; the module "
+            "or its module__* parameters changed. Set warm_start=False to fit anew."
+        )
     for count in estimator._fixed_when_warm:
         if getattr(estimator, count) != state.counts[count]:
             raise ValueError(

@@ -134,6 +134,8 @@ BAD = {
     "wrong length": ({"sample_weight": np.ones(5)}, {}, "shape"),
     "all zero": ({"sample_weight": np.zeros(len(Y))}, {}, "non-zero"),
     "non-finite": ({"sample_weight": np.full(len(Y), np.nan)}, {}, "NaN|finite"),
+    "beyond float32": ({"sample_weight": np.full(len(Y), 1e39)}, {}, "beyond float32"),
+    "below float32": ({"sample_weight": np.r_[1.0, np.full(len(Y) - 1, 1e-46)]}, {}, "row 1"),
     "unknown class_weight string": ({}, {"class_weight": "equal"}, "class_weight"),
     "class_weight of an absent label": ({}, {"class_weight": {7: 2.0}}, "7"),
     "reduction set by the user": (
