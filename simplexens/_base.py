@@ -149,7 +149,8 @@ class TrainingData:
     progress : Progress
         The handle members report their epochs to.
     untrained : float or None
-        The untrained network's loss on training rows: divergence is judged against it.
+        The untrained network's loss on training rows, in the training criterion's units:
+        divergence during training is judged against it.
     init : list of dict or None
         The networks given as ``init_modes``, checked and copied (parameters and buffers).
     scaling : TargetScaling or None
@@ -443,8 +444,9 @@ class BaseEnsemble(BaseEstimator):
         """Train (``_fit_members``), stack, recalibrate and check: ``(result, stack)``."""
         untrained = self._untrained_loss(template, data)
         with self._progress_bar() as progress:
+            reference = self._in_criterion_units(untrained, data)
             data = dataclasses.replace(
-                data, progress=progress, untrained=untrained, init=init, warm=warm
+                data, progress=progress, untrained=reference, init=init, warm=warm
             )
             result = self._fit_members(spec, data, rng)
         stack = self._stack(template, result.members)
@@ -744,6 +746,11 @@ class BaseEnsemble(BaseEstimator):
         """Each member's mean loss on up to ``LOSS_ROWS`` training rows, shape (n_members,)."""
         rows = data.rows[:LOSS_ROWS]
         return self._summed_loss(stack, data.X, data.y, rows, working_memory) / len(rows)
+
+    def _in_criterion_units(self, loss: float, data: TrainingData) -> float:
+        """A mean per-row loss of :meth:`_summed_loss` in the units of the training
+        criterion, which the divergence check compares it with (the same by default)."""
+        return loss
 
     def _untrained_loss(self, template: nn.Module, data: TrainingData) -> float:
         """The loss of the freshly built module on the rows :meth:`_member_losses` uses

@@ -246,6 +246,13 @@ class RegressorHead(RegressorMixin):
             total += (terms if w is None else terms * w).sum(dim=1)
         return total
 
+    def _in_criterion_units(self, loss: float, data) -> float:
+        """For ``"mse"``, the per-row summed unit-noise NLL ``T (m / 2 + log(2 pi) / 2)``
+        back to the criterion's mean squared error over the ``T`` targets, ``m``."""
+        if self.likelihood != "mse":
+            return loss
+        return 2.0 * (loss / data.y.shape[1] - _HALF_LOG_2PI)
+
     def _set_targets(self, data) -> None:
         self._scaling_ = data.scaling
         self._fitted_min_scale_ = self._min_scale()

@@ -964,3 +964,47 @@ def test_warm_start_accepts_the_same_data_in_fortran_order():
     reg = quick(warm_start=True, max_epochs=1).fit(X_REG, Y_REG)
     reg.set_params(n_estimators=3).fit(np.asfortranarray(X_REG.astype(np.float64)), Y_REG)
     assert reg.n_members_ == 3
+
+
+class _Linear(nn.Module):
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def test_mse_divergence_is_judged_in_the_criterions_units():
+    """The divergence check compares the training criterion (the mean squared error over
+    the targets) with the untrained network's loss in the same units: with 20 targets an
+    exploding run is stopped a few epochs in, against the untrained network's MSE."""
+    import re
+
+    from simplexens.exceptions import DivergenceError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)).astype(np.float32)
+    Y = X @ rng.normal(size=(3, 20)) + 0.1 * rng.normal(size=(200, 20))
+    reg = DeepEnsembleRegressor(
+        _Linear,
+        n_estimators=1,
+        max_epochs=10,
+        lr=23.0,
+        batch_size=-1,
+        likelihood="mse",
+        random_state=0,
+    )
+    with pytest.raises(DivergenceError) as info:
+        reg.fit(X, Y)
+    message = str(info.value)
+    reference = float(re.search(r"untrained network's ([-0-9.e+]+)", message).group(1))
+    # Oracle: the same untrained module (built under seed 0) on the standardised targets.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = _Linear(3, 20)
+    with torch.no_grad():
+        out = module(torch.from_numpy(X)).numpy()
+    Z = ((Y - Y.mean(axis=0)) / Y.std(axis=0)).astype(np.float32)
+    assert_allclose(reference, np.mean((out - Z) ** 2), rtol=1e-3)
+    assert int(re.search(r"epoch (\d+):", message).group(1)) < 10
