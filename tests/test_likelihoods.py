@@ -335,3 +335,18 @@ def test_split_output_of_a_stack_of_homoscedastic_members(strategy):
         for m, member in enumerate(members):
             assert_close(means[m], member.module(x))
             assert_close(stds[m], (torch.tensor([0.2, 3.0]) * (m + 1)).expand(5, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("criterion", [GaussianNLLLoss(), SquaredErrorLoss()], ids=type)
+def test_half_precision_outputs_are_scored_in_float32(dtype, criterion):
+    """Under autocast the module's output is half precision; the loss is the float32 loss of
+    the same (rounded) output, not one computed in float16 (which overflows for a z-score
+    above 256) or bfloat16 (which rounds the targets to three digits)."""
+    width = 2 if isinstance(criterion, GaussianNLLLoss) else 1
+    output = torch.tensor([[0.0, -20.0][:width], [1.5, 0.3][:width]], dtype=dtype)
+    y = torch.tensor([0.5, 1.2345678])
+    loss = criterion(output, y)
+    assert loss.dtype == torch.float32
+    assert_close(loss, criterion(output.float(), y))
+    assert torch.isfinite(loss)

@@ -442,6 +442,7 @@ def test_metrics_scale_with_the_units_near_float64s_limits(factor):
         gaussian_mixture_moments(means, stds).std * factor,
         rtol=1e-12,
     )
+    assert_allclose(rmse(y * factor, means[0] * factor), rmse(y, means[0]) * factor, rtol=1e-12)
     levels = [0.05, 0.5, 0.95]
     assert_allclose(
         mixture_quantiles(*scaled[1:], levels),

@@ -729,13 +729,24 @@ def test_evaluate_scores_a_regressor_from_its_mixture():
     assert scores["crps"] > 0
 
 
-def test_evaluate_reads_1d_targets_for_a_one_column_fit():
+@pytest.mark.parametrize("fit_shape", ["1d", "column"])
+def test_evaluate_and_coverage_display_read_either_shape_of_one_target(fit_shape):
+    """As score does: y of one target as (n,) or (n, 1), whichever shape fit saw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from simplexens.inspection import CoverageDisplay
     from simplexens.metrics import evaluate
 
-    reg = quick(max_epochs=1).fit(X_REG, Y_REG[:, None])
+    reg = quick(max_epochs=1).fit(X_REG, Y_REG if fit_shape == "1d" else Y_REG[:, None])
     flat, column = evaluate(reg, X_REG, Y_REG), evaluate(reg, X_REG, Y_REG[:, None])
     for key in flat:
         assert_allclose(flat[key], column[key], rtol=0)
+    curves = [CoverageDisplay.from_estimator(reg, X_REG, y) for y in (Y_REG, Y_REG[:, None])]
+    assert_allclose(curves[0].coverage, curves[1].coverage, rtol=0)
+    plt.close("all")
 
 
 def test_loss_surfaces_refuse_a_regressor_clearly():

@@ -275,6 +275,15 @@ def split_output(
 # ---------------------------------------------------------------------------- modules
 
 
+def _loss_precision(output: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs (autocast) in float32: the standardised targets and the
+    squared z-scores of the Gaussian NLL need more than float16's range and bfloat16's
+    three digits."""
+    if output.dtype in (torch.float16, torch.bfloat16):
+        return output.float()
+    return output
+
+
 class GaussianNLLLoss(nn.Module):
     """Negative log-likelihood of independent Gaussians, one per target, for training.
 
@@ -345,7 +354,8 @@ class GaussianNLLLoss(nn.Module):
         output : Tensor of shape (B, 2T)
             Means in the first ``T`` columns, raw scales in the last ``T``.
         y : Tensor of shape (B, T), or (B,) when T = 1
-            Targets; cast to the dtype and device of ``output``. ``T`` is read from ``y``.
+            Targets; cast to the dtype (at least float32) and device of ``output``.
+            ``T`` is read from ``y``.
 
         Returns
         -------
@@ -358,6 +368,7 @@ class GaussianNLLLoss(nn.Module):
             If ``output`` is not ``2T`` columns wide for the ``T`` of ``y`` ("the module must
             output a mean and a scale per target: 2 × n_targets columns"), or the rows differ.
         """
+        output = _loss_precision(output)
         y = y.to(device=output.device, dtype=output.dtype)
         if y.dim() == output.dim() - 1:
             y = y.unsqueeze(-1)
@@ -419,6 +430,7 @@ class SquaredErrorLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss of ``output`` (B, T) for targets ``y`` (B, T) or (B,)."""
+        output = _loss_precision(output)
         y = y.to(device=output.device, dtype=output.dtype)
         if y.dim() == output.dim() - 1:
             y = y.unsqueeze(-1)

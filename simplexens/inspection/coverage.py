@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ..metrics import coverage_curve
+from ..metrics._validation import _single_target_like
 from ._plot import _figure_and_axes, _matplotlib
 
 __all__ = ["CoverageDisplay"]
@@ -172,7 +173,7 @@ class CoverageDisplay:
         """
         means, stds = _member_distribution(estimator, X, f"{cls.__name__}.from_estimator")
         return cls.from_predictions(
-            y,
+            _single_target_like(y, means),
             means,
             stds,
             levels=levels,

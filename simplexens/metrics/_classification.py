@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._calibration import _reliability
-from ._validation import _check_member_proba, _check_proba
+from ._validation import _check_member_proba, _check_proba, _single_target_like
 
 __all__ = ["brier_score", "evaluate", "member_disagreement", "nll"]
 
@@ -243,9 +243,7 @@ def _evaluate_regressor(estimator, X, y) -> dict:
     from ._regression import crps_gaussian_mixture, gaussian_mixture_nll, rmse
 
     means, stds = estimator.predict_member_distribution(X)
-    y = np.asarray(y)
-    if y.ndim == 1 and means.ndim == 3 and means.shape[2] == 1:  # fitted on y of (n, 1)
-        y = y[:, None]
+    y = _single_target_like(y, means)
     lower, upper = mixture_interval(means, stds, 0.9)
     return {
         "rmse": rmse(y, np.mean(means, axis=0)),

@@ -339,4 +339,8 @@ def rmse(y, mean):
     """
     mean = _check_predictive(mean, "mean")
     y = _check_y(y, mean.shape, "mean")
-    return float(np.mean(np.sqrt(np.mean((y - mean) ** 2, axis=0))))
+    residual = y - mean
+    # Each target's residuals over their largest first: no overflow of the squares.
+    unit = np.abs(residual).max(axis=0)
+    unit = np.where(unit > 0, unit, 1.0)
+    return float(np.mean(unit * np.sqrt(np.mean((residual / unit) ** 2, axis=0))))

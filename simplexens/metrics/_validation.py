@@ -213,6 +213,19 @@ def _check_y(y, shape, source):
     return y
 
 
+def _single_target_like(y, means):
+    """``y`` of one target given as ``(n,)`` or ``(n, 1)``, shaped as an estimator's member
+    ``means`` predict it (an estimator's output follows the y it was fitted on, a user's y
+    at scoring may have either shape, as ``score`` accepts)."""
+    y = np.asarray(y)
+    means_shape = np.shape(means)
+    if y.ndim == 1 and len(means_shape) == 3 and means_shape[2] == 1:
+        return y[:, None]
+    if y.ndim == 2 and y.shape[1] == 1 and len(means_shape) == 2:
+        return y[:, 0]
+    return y
+
+
 def _check_members(means, stds):
     """Validate member means and standard deviations, (n_members, n_samples[, n_targets])."""
     means = np.asarray(means, dtype=np.float64)
