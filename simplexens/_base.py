@@ -770,6 +770,14 @@ class BaseEnsemble(BaseEstimator):
         forward pass of the module on two rows (:func:`batch_size_for`); the training
         ``batch_size`` plays no part. Batching does not change the results.
         """
+        X = self._prediction_input(X)
+        size = self._routed("iterator_valid").get("batch_size")
+        step = batch_size_for(self.members_, X, size, self.working_memory)
+        return (self._member_outputs(X[rows]) for rows in batch_slices(len(X), step))
+
+    def _prediction_input(self, X):
+        """``X`` checked against the fitted inputs: a float32 array, or
+        :class:`~simplexens.backends.rows.DatasetRows` for a Dataset or sparse matrix."""
         check_is_fitted(self)
         if is_row_source(X):
             X = prediction_rows(X, self.input_shape_, type(self).__name__)
@@ -780,9 +788,7 @@ class BaseEnsemble(BaseEstimator):
                 f"X has rows of shape {X.shape[1:]}, but {type(self).__name__} was fitted on "
                 f"rows of shape {self.input_shape_}."
             )
-        size = self._routed("iterator_valid").get("batch_size")
-        step = batch_size_for(self.members_, X, size, self.working_memory)
-        return (self._member_outputs(X[rows]) for rows in batch_slices(len(X), step))
+        return X
 
     def _member_outputs(self, X: np.ndarray) -> torch.Tensor:
         out = self.members_.forward(torch.tensor(X, device=self.members_.device))

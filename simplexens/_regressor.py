@@ -300,6 +300,11 @@ class RegressorHead(RegressorMixin):
                 f"y has shape {y.shape}, but {type(self).__name__} was fitted on "
                 f"{self.n_targets_} target(s)."
             )
+        if len(Y) < 2 or np.all(Y[0] == Y):
+            raise ValueError(
+                "dimension_probe scores the complex's points by R², which needs y to vary; "
+                f"every target of the {len(Y)} row(s) given is constant."
+            )
         return self._standardised(Y)
 
     def _points_score(self, outputs: torch.Tensor, y: np.ndarray) -> float:

@@ -10,6 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 from nets import MLP
 from numpy.testing import assert_allclose, assert_array_equal
@@ -860,6 +861,11 @@ def test_volume_display_of_an_spro_regressor_draws_volumes_and_the_probe_scores_
     assert display.accuracy is None and display.accuracy_ax_ is None
     probe = spro.dimension_probe(X_REG, Y_REG, n_samples=1)
     assert probe.r2.shape == (1,) and np.isfinite(probe.r2[0])
+    # Sparse inputs, as fit and predict take them, give the dense inputs' scores.
+    sparse = spro.dimension_probe(scipy.sparse.csr_matrix(X_REG), Y_REG, n_samples=1)
+    assert_allclose(sparse.r2, probe.r2, rtol=1e-6)
+    with pytest.raises(ValueError, match="R², which needs y to vary"):
+        spro.dimension_probe(X_REG, np.full(len(X_REG), 3.0))
     # The score of given outputs: sklearn's R² of each point's means, averaged.
     Y = np.c_[Y_REG, 2.0 * Y_REG + 1.0]
     reg = quick(max_epochs=1).fit(X_REG, Y)
@@ -966,7 +972,7 @@ def test_warm_start_refuses_targets_of_another_shape(y_before, y_after):
     the message naming the data, not the module."""
     reg = quick(warm_start=True, max_epochs=1).fit(X_REG, y_before)
     reg.set_params(n_estimators=3)
-    with pytest.raises(ValueError, match="these data .*differ"):
+    with pytest.raises(ValueError, match=r"these data .*differ"):
         reg.fit(X_REG, y_after)
     assert reg.predict(X_REG).shape == y_before.shape
 

@@ -9,7 +9,6 @@ import torch
 from sklearn.utils import Bunch
 from sklearn.utils.validation import (
     check_is_fitted,
-    validate_data,
 )
 from torch import nn
 
@@ -18,7 +17,6 @@ from .._classifier import ClassifierHead
 from .._docs import fill_doc, regressor_doc
 from .._params import Boolean, Integer, Options, Real
 from .._regressor import RegressorHead
-from ..backends.batching import batch_size_for, batch_slices
 from ..backends.batchnorm import recalibrate_batchnorm
 from ..backends.parallel import member_seeds
 from ..backends.skorch import fit_complex
@@ -171,6 +169,7 @@ class _SPRO(ConnectingMixin, BaseEnsemble):
         if y is None:
             kind = "labels" if self._head == "classifier" else "targets"
             raise ValueError(f"dimension_probe needs the {kind} y of X.")
+        X = self._prediction_input(X)
         y = self._probe_targets(X, y)
         log_v = self.complex_log_volumes_
         counts = np.arange(1, len(log_v) + 1)
@@ -193,15 +192,10 @@ class _SPRO(ConnectingMixin, BaseEnsemble):
         log_v = self.complex_log_volumes_[n_connectors - 1]
         weights = self._draw_points(complex_, log_v, n_samples, n_connectors)
         members = anchor_members(anchors, weights, self.mode_buffers_[0])
-        stack = self._stack(self.members_.template, members)
-        X = validate_data(self, X, reset=False, dtype=np.float32, allow_nd=True)
+        stack, rows = self._stack(self.members_.template, members), np.arange(len(X))
         if self.recalibrate_bn:
-            recalibrate_batchnorm(stack, self._batches(X, np.arange(len(X)), stack))
-        step = batch_size_for(stack, X, None, self.working_memory)
-        outputs = [
-            stack.forward(torch.tensor(X[r], device=stack.device))
-            for r in batch_slices(len(X), step)
-        ]
+            recalibrate_batchnorm(stack, self._batches(X, rows, stack))
+        outputs = [stack.forward(batch) for batch in self._batches(X, rows, stack)]
         return self._points_score(torch.cat(outputs, 1), y)
 
 
