@@ -83,6 +83,17 @@ def test_from_predictions_with_levels_and_several_targets():
     assert _legend_texts(display.ax_) == ["Perfectly calibrated", "Observed"]
 
 
+def test_unsorted_levels_are_drawn_left_to_right():
+    y, means, stds = _problem(2)
+    levels = [0.9, 0.1, 0.5]
+    display = CoverageDisplay.from_predictions(y, means, stds, levels=levels, ax=_axes())
+    sorted_curve = coverage_curve(y, means, stds, levels=sorted(levels))
+    assert_array_equal(display.levels, levels)  # the display keeps what it was given
+    assert_allclose(
+        display.line_.get_xydata(), np.column_stack([sorted_curve.levels, sorted_curve.coverage])
+    )
+
+
 def test_from_estimator_uses_predict_member_distribution():
     y, means, stds = _problem(2)
     model = MemberGaussians(means, stds)

@@ -107,7 +107,8 @@ class CoverageDisplay:
         Returns
         -------
         display : CoverageDisplay
-            This display, with ``ax_``, ``figure_`` and ``line_`` set.
+            This display, with ``ax_``, ``figure_`` and ``line_`` set; the line joins
+            the points in increasing order of level.
         """
         caller = f"{type(self).__name__}.plot"
         _matplotlib(caller)
@@ -116,9 +117,10 @@ class CoverageDisplay:
 
         if _REFERENCE_LABEL not in self.ax_.get_legend_handles_labels()[1]:
             self.ax_.plot([0, 1], [0, 1], "k:", label=_REFERENCE_LABEL)
+        order = np.argsort(np.asarray(self.levels), kind="stable")  # one line, left to right
         (self.line_,) = self.ax_.plot(
-            np.asarray(self.levels),
-            np.asarray(self.coverage),
+            np.asarray(self.levels)[order],
+            np.asarray(self.coverage)[order],
             marker="o",
             label="Observed" if name is None else name,
         )
