@@ -112,7 +112,8 @@ def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.n
         weights = weights * compute_sample_weight(class_weight, y)
     if not np.isfinite(weights).all() or not weights.sum() > 0:
         raise ValueError("the sample weights must be finite and sum to a positive value.")
-    single = weights.astype(np.float32)
+    with np.errstate(over="ignore"):  # reported below, naming sample_weight
+        single = weights.astype(np.float32)
     lost = ~np.isfinite(single) | ((single == 0) & (weights > 0))
     if lost.any():
         raise ValueError(
