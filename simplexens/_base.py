@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -884,6 +885,16 @@ def loss_batches(stack: ParameterStack, X, y, rows: np.ndarray, working_memory=N
             None if weights is None else torch.tensor(weights[picked], device=stack.device)
         )
         yield inputs, targets, row_weights
+
+
+def summed_terms(terms: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Per-row loss terms ``(n_members, n_rows)`` summed over the rows, each times its
+    weight: a NaN term counts as ``+inf`` (a member with non-finite outputs gets an infinite
+    loss), and a row of weight 0 adds 0 whatever its term."""
+    terms = terms.nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+    if weights is not None:
+        terms = torch.where(weights > 0, terms * weights, torch.zeros_like(terms))
+    return terms.sum(dim=1)
 
 
 class _Probe:

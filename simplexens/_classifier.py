@@ -8,7 +8,6 @@ Bayesian model average of the members' softmax probabilities.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -18,7 +17,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-from ._base import filled_hint, loss_batches
+from ._base import filled_hint, loss_batches, summed_terms
 from ._inputs import CHECK_ROWS
 from .backends.functional import ParameterStack
 
@@ -193,9 +192,5 @@ def summed_nll(stack: ParameterStack, X, y, rows: np.ndarray, working_memory=Non
     total = torch.zeros(stack.n_members, dtype=torch.float64, device=stack.device)
     for inputs, labels, row_weights in loss_batches(stack, X, y, rows, working_memory, weights):
         log_proba = stack.forward(inputs).to(torch.float64).log_softmax(dim=-1)
-        log_proba = log_proba.nan_to_num(nan=-math.inf)
-        terms = log_proba[:, torch.arange(len(labels)), labels]
-        if row_weights is not None:
-            terms = terms * row_weights
-        total -= terms.sum(dim=1)
+        total += summed_terms(-log_proba[:, torch.arange(len(labels)), labels], row_weights)
     return total

@@ -24,7 +24,7 @@ from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
 from torch import nn
 
-from ._base import BaseEnsemble, loss_batches
+from ._base import BaseEnsemble, loss_batches, summed_terms
 from ._inputs import CHECK_ROWS
 from ._params import Options, Real
 from .backends.functional import module_tensors
@@ -242,8 +242,7 @@ class RegressorHead(RegressorMixin):
             terms = criterion(out, targets.expand(*out.shape[:-1], y.shape[1]))
             if mse:  # the NLL of a unit-variance Gaussian, summed over the targets
                 terms = y.shape[1] * (0.5 * terms + _HALF_LOG_2PI)
-            terms = terms.nan_to_num(nan=math.inf)
-            total += (terms if w is None else terms * w).sum(dim=1)
+            total += summed_terms(terms, w)
         return total
 
     def _in_criterion_units(self, loss: float, data) -> float:

@@ -562,3 +562,56 @@ def test_a_module_with_integer_outputs_is_refused_before_training(data, regressi
         est.fit(X, y.astype(np.float32) if regression else y)
     with pytest.raises(NotFittedError):
         est.predict(X)
+
+
+class _InfOnLargeInputs(nn.Module):
+    """Logits (or means) ``[x0, 0]``: infinite on rows whose first feature is infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        first = self.scale * x[:, :1]
+        return torch.cat([first, torch.zeros_like(first)], dim=1)
+
+
+def _single_stack(module):
+    from simplexens.backends.functional import ParameterStack, module_tensors
+
+    return ParameterStack.from_members(module, [module_tensors(module)])
+
+
+@pytest.mark.parametrize("head", ["classifier", "regressor"])
+def test_a_non_finite_output_gives_an_infinite_summed_loss_unless_its_weight_is_zero(head):
+    """The summed loss (divergence checks, the subspace posterior): a member with an
+    infinite output on a row has loss +inf (not float64's largest number), and a row of
+    weight 0 adds nothing, so the others' sum is recomputed here as the oracle."""
+    from torch.nn import functional
+
+    from simplexens import DeepEnsembleRegressor
+    from simplexens._classifier import summed_nll
+
+    X = np.array([[np.inf, 0.0], [0.5, 1.0], [-1.0, 2.0]], dtype=np.float32)
+    rows = np.arange(3)
+    stack = _single_stack(_InfOnLargeInputs())
+    if head == "classifier":
+        y = np.array([1, 0, 1])
+
+        def loss(weights=None):
+            return summed_nll(stack, X, y, rows, weights=weights)
+
+        logits = torch.tensor([[0.5, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+        oracle = functional.cross_entropy(logits, torch.tensor([0, 1]), reduction="sum")
+    else:
+        y = np.zeros((3, 2), dtype=np.float32)
+        reg = DeepEnsembleRegressor(_InfOnLargeInputs, likelihood="mse")
+
+        def loss(weights=None):
+            return reg._summed_loss(stack, X, y, rows, weights=weights)
+
+        # Unit-noise Gaussian NLL of means [x0, 0] at y = 0, summed over both targets.
+        oracle = sum(0.5 * m**2 + 2 * 0.5 * math.log(2 * math.pi) for m in (0.5, -1.0))
+    assert torch.isposinf(loss()).all()
+    got = loss(np.array([0.0, 1.0, 1.0], dtype=np.float32))
+    torch.testing.assert_close(got, torch.tensor([float(oracle)], dtype=torch.float64))
