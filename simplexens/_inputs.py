@@ -78,6 +78,9 @@ def check_rows(rows: DatasetRows, owner: str, name: str = "X") -> None:
         )
 
 
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
 def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.ndarray | None:
     """The weight of every training row, float32: ``sample_weight`` times the weight of its
     class under ``class_weight`` (labels as given); None when both are None.
@@ -114,14 +117,12 @@ def row_weights(class_weight, y: np.ndarray, sample_weight, n_rows: int) -> np.n
         raise ValueError("the sample weights must be finite and sum to a positive value.")
     with np.errstate(over="ignore"):  # reported below, naming sample_weight
         single = weights.astype(np.float32)
-    lost = ~np.isfinite(single) | ((single == 0) & (weights > 0))
-    if lost.any():
+    flushed = (single == 0) & (weights > 0)
+    if not np.isfinite(single).all() or weights[flushed].sum() > _EPS32 * weights.sum():
         raise ValueError(
             f"the sample weights run from {weights[weights > 0].min():.3g} to "
-            f"{weights.max():.3g}, beyond float32 (training's precision): e.g. row "
-            f"{np.flatnonzero(lost)[0]} becomes {single[lost][0]}. Rescale sample_weight: "
-            "each weight multiplies its row's loss, so a common factor also scales the "
-            "learning rate."
+            f"{weights.max():.3g}, beyond float32's range (training's precision); rescale "
+            "sample_weight into it."
         )
     return single
 

@@ -514,13 +514,13 @@ class RegressorHead(RegressorMixin):
         y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         prediction = self._moments(X).mean
         check_consistent_length(prediction, y, sample_weight)
-        # R² is unit-free: computed in standardised units, it neither overflows nor
-        # underflows for targets near float64's limits.
-        return r2_score(
-            self._standardised(y.reshape(len(y), -1)),
-            self._standardised(prediction),
-            sample_weight=sample_weight,
-        )
+        Y = y.reshape(len(y), -1)
+        # R² is unit-free: y and the prediction divided by a power of two per target (exact,
+        # so equal to r2_score in y's units, a constant y included), near 1 in magnitude so
+        # that no square over- or underflows for targets near float64's limits.
+        peak = np.maximum(np.abs(Y).max(axis=0), np.abs(prediction).max(axis=0))
+        unit = np.exp2(np.floor(np.log2(np.where(peak > 0, peak, 1.0))))
+        return r2_score(Y / unit, prediction / unit, sample_weight=sample_weight)
 
     def _standardised(self, values: np.ndarray) -> np.ndarray:
         """Values of shape (..., n_targets) from ``y``'s units to standardised units."""

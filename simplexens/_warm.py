@@ -53,9 +53,14 @@ def fingerprint(X, y: np.ndarray, classes: np.ndarray) -> str:
     weights = X.weights if isinstance(X, WeightedRows) else None
     X = X.X if isinstance(X, WeightedRows) else X
     rows = ("dataset", len(X)) if isinstance(X, DatasetRows) else X
-    # C order for arrays: joblib's hash depends on the memory layout, equal data must not.
-    rows, y = (np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in (rows, y))
+    # Arrays as their shape and flat C-order values: joblib's hash depends on the memory
+    # layout (order, strides of size-1 axes), equal data must not.
+    rows, y = (_canonical(a) if isinstance(a, np.ndarray) else a for a in (rows, y))
     return joblib.hash((rows, y, classes, weights))
+
+
+def _canonical(array: np.ndarray) -> tuple:
+    return array.shape, np.ascontiguousarray(array).reshape(-1)
 
 
 def spec_hash(spec) -> str:

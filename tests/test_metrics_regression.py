@@ -449,3 +449,14 @@ def test_metrics_scale_with_the_units_near_float64s_limits(factor):
         mixture_quantiles(means, stds, levels) * factor,
         rtol=1e-8,
     )
+
+
+def test_members_at_float64s_largest_values_keep_a_finite_mean_std_and_interval():
+    """Two members at 1e308 (their sum overflows): the mixture is one of them."""
+    means, stds = [[1e308], [1e308]], [[1.0], [1.0]]
+    moments = gaussian_mixture_moments(means, stds)
+    assert_array_equal(moments.mean, [1e308])
+    assert_allclose(moments.std, [1.0])
+    lower, upper = mixture_interval(means, stds, 0.9)
+    assert_allclose(np.r_[lower, upper], [1e308, 1e308], rtol=1e-15)
+    assert_allclose(rmse([1e308], [9e307]), 1e307, rtol=1e-12)

@@ -951,10 +951,10 @@ def test_targets_near_the_float64_limits_are_standardised(factor):
     assert_allclose(scaled.score(X_REG, Y_REG * factor), base.score(X_REG, Y_REG), rtol=1e-5)
 
 
-@pytest.mark.parametrize("factor", [1e160, 1e-160])
+@pytest.mark.parametrize("factor", [1e160, 1e-200])
 def test_the_std_stays_finite_where_the_variance_cannot(factor):
-    """Variances in y's units over- or underflow beyond 1e154 (squared); the std, computed
-    in standardised units and scaled back, does not."""
+    """Variances in y's units over- or underflow beyond 1e154 or below about 1e-170
+    (squared); the std, computed in standardised units and scaled back, does not."""
     base = quick(max_epochs=1).fit(X_REG, Y_REG)
     scaled = quick(max_epochs=1).fit(X_REG, Y_REG * factor)
     moments = scaled.predict_moments(X_REG)
@@ -1025,3 +1025,21 @@ def test_mse_divergence_is_judged_in_the_criterions_units():
     Z = ((Y - Y.mean(axis=0)) / Y.std(axis=0)).astype(np.float32)
     assert_allclose(reference, np.mean((out - Z) ** 2), rtol=1e-3)
     assert int(re.search(r"epoch (\d+):", message).group(1)) < 10
+
+
+@pytest.mark.parametrize(
+    "make_y",
+    [lambda y: y, lambda y: np.full(len(y), 3.0), lambda y: np.c_[y, np.full(len(y), 7)]],
+    ids=["varying", "constant", "two_targets_one_constant"],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_score_is_sklearns_r2_of_predict(make_y, weighted):
+    """score: sklearn's r2_score of predict in y's units (its rule for a constant y too)."""
+    from sklearn.metrics import r2_score
+
+    y_fit = Y_REG if make_y(Y_REG).ndim == 1 else Y_REG2  # y that varies: y_scale_ not 1
+    reg = quick(max_epochs=1).fit(X_REG, y_fit)
+    X, y = X_REG[:10], make_y(Y_REG[:10])
+    weights = np.linspace(0.5, 2.0, len(y)) if weighted else None
+    expected = r2_score(y, reg.predict(X), sample_weight=weights)
+    assert_allclose(reg.score(X, y, sample_weight=weights), expected, rtol=1e-12)

@@ -223,3 +223,17 @@ def test_a_factory_module_grows():
     ).fit(X, Y)  # fmt: skip
     lam.set_params(n_estimators=2).fit(X, Y)
     assert lam.n_members_ == 2
+
+
+def test_the_data_fingerprint_ignores_memory_layout():
+    """Equal data in C or Fortran order, or with a size-1 axis made by indexing (stride 0)
+    or by reshape, has one fingerprint; other data another."""
+    from simplexens._warm import fingerprint
+
+    images = np.random.default_rng(0).random((6, 8, 8), dtype=np.float32)
+    labels = np.arange(6)
+    reference = fingerprint(images.reshape(6, 1, 8, 8), labels, None)
+    assert fingerprint(images[:, None], labels, None) == reference
+    assert fingerprint(np.asfortranarray(images.reshape(6, 1, 8, 8)), labels, None) == reference
+    assert fingerprint(images[:, None] + 1.0, labels, None) != reference
+    assert fingerprint(images.reshape(6, 8, 1, 8), labels, None) != reference

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
+from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import recall_score
@@ -80,6 +81,16 @@ def test_unit_weights_change_nothing(cls):
     assert_allclose(weighted.predict_proba(X), plain.predict_proba(X), rtol=0, atol=0)
 
 
+def test_a_weight_negligible_in_float32_counts_as_zero():
+    """A weight far below float32's range next to weights of 1 is accepted, as its row's
+    zero weight (its share of the total is below float32's precision)."""
+    tiny, zero = np.ones(len(Y)), np.ones(len(Y))
+    tiny[0], zero[0] = 1e-100, 0.0
+    model = _small(DeepEnsembleClassifier)
+    expected = clone(model).fit(X, Y, sample_weight=zero).predict_proba(X)
+    assert_allclose(model.fit(X, Y, sample_weight=tiny).predict_proba(X), expected, rtol=0)
+
+
 @pytest.mark.parametrize("cls", [DeepEnsembleClassifier, ESPROClassifier])
 def test_balanced_class_weight_raises_minority_recall(cls):
     """Against no weighting, on held-out rows, over 3 seeds: higher recall at every seed."""
@@ -134,8 +145,12 @@ BAD = {
     "wrong length": ({"sample_weight": np.ones(5)}, {}, "shape"),
     "all zero": ({"sample_weight": np.zeros(len(Y))}, {}, "non-zero"),
     "non-finite": ({"sample_weight": np.full(len(Y), np.nan)}, {}, "NaN|finite"),
-    "beyond float32": ({"sample_weight": np.full(len(Y), 1e39)}, {}, "beyond float32"),
-    "below float32": ({"sample_weight": np.r_[1.0, np.full(len(Y) - 1, 1e-46)]}, {}, "row 1"),
+    "beyond float32": ({"sample_weight": np.full(len(Y), 1e39)}, {}, "float32.s range"),
+    "below float32": (
+        {"sample_weight": np.r_[1e-40, np.full(len(Y) - 1, 1e-46)]},
+        {},
+        "float32's range",
+    ),
     "unknown class_weight string": ({}, {"class_weight": "equal"}, "class_weight"),
     "class_weight of an absent label": ({}, {"class_weight": {7: 2.0}}, "7"),
     "reduction set by the user": (

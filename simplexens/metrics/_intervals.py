@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 from sklearn.utils import Bunch
 
-from ._regression import _INV_SQRT_2PI, _mixture_std
+from ._regression import _INV_SQRT_2PI, _mixture_mean, _mixture_std
 from ._validation import (
     _check_finite,
     _check_level_values,
@@ -49,7 +49,7 @@ def _solve_quantile(means, stds, level, scale):
     """
     member = means + stds * ndtri(level)
     lo, hi = member.min(axis=0), member.max(axis=0)
-    x = np.clip(means.mean(axis=0) + scale * ndtri(level), lo, hi)
+    x = np.clip(_mixture_mean(means) + scale * ndtri(level), lo, hi)
     ulp = np.finfo(np.float64).eps * np.maximum(np.abs(lo), np.abs(hi))
     tol = np.maximum(_QUANTILE_XTOL * scale, _QUANTILE_ULPS * ulp)
     step, step_before = hi - lo, hi - lo
@@ -80,7 +80,7 @@ def _flat_quantiles(means, stds, levels):
     """Quantiles at each level in ``levels``; member arrays validated, shape (M, n[, t])."""
     flat_means = means.reshape(means.shape[0], -1)
     flat_stds = stds.reshape(stds.shape[0], -1)
-    scale = _mixture_std(flat_means, flat_stds, flat_means.mean(axis=0))
+    scale = _mixture_std(flat_means, flat_stds, _mixture_mean(flat_means))
     # One level at a time keeps the working set at (n_members, n_values).
     return np.stack(
         [

@@ -31,9 +31,17 @@ _INV_SQRT_PI = float(1.0 / np.sqrt(np.pi))
 # -------------------------------------------------------------------------- mixture math
 
 
+def _mixture_mean(means):
+    """The members' mean per value, taken over the means divided by their largest
+    magnitude: finite for any finite means (a plain sum of two 1e308 overflows)."""
+    peak = np.abs(means).max(axis=0)
+    peak = np.where(peak > 0, peak, 1.0)
+    return peak * np.mean(means / peak, axis=0)
+
+
 def _moments(means, stds):
     """Mixture mean, aleatoric and epistemic variance from validated member arrays."""
-    mean = means.mean(axis=0)
+    mean = _mixture_mean(means)
     # avg(σ² + μ²) − μ*² written as avg σ² + avg (μ − μ*)²: the same number without the
     # cancellation of two large terms when |μ| >> σ.
     return mean, np.mean(stds**2, axis=0), np.mean((means - mean) ** 2, axis=0)
@@ -339,8 +347,9 @@ def rmse(y, mean):
     """
     mean = _check_predictive(mean, "mean")
     y = _check_y(y, mean.shape, "mean")
-    residual = y - mean
-    # Each target's residuals over their largest first: no overflow of the squares.
-    unit = np.abs(residual).max(axis=0)
+    # Each target's values over their largest magnitude first: neither the residuals nor
+    # their squares overflow.
+    unit = np.maximum(np.abs(y).max(axis=0), np.abs(mean).max(axis=0))
     unit = np.where(unit > 0, unit, 1.0)
-    return float(np.mean(unit * np.sqrt(np.mean((residual / unit) ** 2, axis=0))))
+    residual = y / unit - mean / unit
+    return float(np.mean(unit * np.sqrt(np.mean(residual**2, axis=0))))
