@@ -25,7 +25,7 @@ CONTROL = "deep_ensemble_extra"
 """The same-budget control, a deep ensemble given the extra low-rate epochs; always reported."""
 
 DEFAULT_METHODS = METHODS
-"""All seven: the default digits run, SPRO and the curve included, takes 35-75 s on
+"""All seven: the default digits run, SPRO and the curve included, takes 30-75 s on
 two cores, and ``quick=True`` a few seconds."""
 
 DATASETS = ("digits", "spirals", "shapes")
