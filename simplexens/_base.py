@@ -351,7 +351,8 @@ class BaseEnsemble(BaseEstimator):
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
 
         Raises
         ------

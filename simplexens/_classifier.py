@@ -112,7 +112,8 @@ class ClassifierHead(ClassifierMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
 
         Returns
         -------
@@ -127,11 +128,14 @@ class ClassifierHead(ClassifierMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            ``(1/M) sum_m softmax(f_m(x))`` over the ``M`` members, columns in the order of
+            ``classes_``.
         """
         parts = [lp.exp().mean(dim=0).cpu().numpy() for lp in self._member_log_proba_batches(X)]
         return np.concatenate(parts, axis=0)
@@ -141,11 +145,13 @@ class ClassifierHead(ClassifierMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            ``log((1/M) sum_m softmax(f_m(x)))``, columns in the order of ``classes_``.
         """
         parts = [
             (lp.logsumexp(dim=0) - np.log(lp.shape[0])).cpu().numpy()
@@ -158,11 +164,13 @@ class ClassifierHead(ClassifierMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
 
         Returns
         -------
         ndarray of shape (n_samples,)
+            The label of ``classes_`` with the highest averaged probability.
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]

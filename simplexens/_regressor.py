@@ -415,7 +415,8 @@ class RegressorHead(RegressorMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
 
         Returns
         -------
@@ -438,7 +439,8 @@ class RegressorHead(RegressorMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
 
         Returns
         -------
@@ -457,7 +459,8 @@ class RegressorHead(RegressorMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
         quantiles : float or array-like of shape (n_quantiles,), default=(0.05, 0.5, 0.95)
             Levels in the open interval (0, 1).
 
@@ -483,13 +486,16 @@ class RegressorHead(RegressorMixin):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
         level : float, default=0.9
             In the open interval (0, 1); each tail holds ``(1 - level) / 2``.
 
         Returns
         -------
         lower, upper : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            The mixture's ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles, in the
+            units of ``y``.
         """
         lower, upper = mixture_interval(*self._components(X), level)
         return self._shaped(self._in_units(lower)), self._shaped(self._in_units(upper))
@@ -497,6 +503,20 @@ class RegressorHead(RegressorMixin):
     def score(self, X, y, sample_weight=None):
         """R² of :meth:`predict` (as :meth:`sklearn.base.RegressorMixin.score`), after
         checking that ``y`` has the targets seen in ``fit``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...), sparse matrix, or torch Dataset
+            Inputs of the training inputs' shape.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            True targets; one target may be given as (n_samples,) or (n_samples, 1).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows.
+
+        Returns
+        -------
+        float
+            ``r2_score(y, predict(X))``, averaged uniformly over targets.
 
         Raises
         ------

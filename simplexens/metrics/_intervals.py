@@ -258,10 +258,9 @@ def coverage_curve(y, means, stds, *, levels=None):
     Returns
     -------
     sklearn.utils.Bunch
-        levels : ndarray of shape (n_levels,)
-            The nominal levels, as float64.
-        coverage : ndarray of shape (n_levels,)
-            Observed coverage at each level, in ``[0, 1]``.
+        With ``levels``, ndarray of shape (n_levels,): the nominal levels, as float64; and
+        ``coverage``, ndarray of shape (n_levels,): the observed coverage at each level, in
+        ``[0, 1]``.
 
     Raises
     ------
