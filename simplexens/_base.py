@@ -156,6 +156,9 @@ class TrainingData:
         The networks given as ``init_modes``, checked and copied (parameters and buffers).
     scaling : TargetScaling or None
         A regressor's standardisation of ``y`` (None for a classifier).
+    raw_y : ndarray or None
+        A regressor's ``y`` as given, which a validation split standardises again on the
+        training rows alone (None for a classifier).
     recalibration : ndarray, DatasetRows or None
         ``fit``'s ``recalibration_X``, checked: the inputs of BatchNorm recalibration (None:
         the training rows).
@@ -175,6 +178,7 @@ class TrainingData:
     warm: dict | None = None
     recalibration: object = None
     scaling: object = None
+    raw_y: object = None
 
 
 class BaseEnsemble(BaseEstimator):
@@ -387,6 +391,7 @@ class BaseEnsemble(BaseEstimator):
         try:
             self._check_params()
             data = self._validate_training_data(X, y, sample_weight, recalibration_X)
+            checked = data  # what a warm refit's data are compared with
             spec, template = self._module_recipe(data)
             rng = check_random_state(self.random_state)
             data, split_seed = self._plan_batches(data, template, rng)
@@ -398,7 +403,7 @@ class BaseEnsemble(BaseEstimator):
         self.input_shape_ = data.X.shape[1:]
         self.module_spec_ = spec
         self._set_targets(data)
-        data_hash = fingerprint(data.X, data.y, self._target_key(data))
+        data_hash = fingerprint(checked.X, checked.y, self._target_key(checked))
         self._warm_ = WarmState(
             copy.deepcopy(rng), split_seed, data_hash, {}, spec_hash(spec), self._head_settings()
         )
@@ -504,6 +509,8 @@ class BaseEnsemble(BaseEstimator):
             split = fixed_split(self.train_split, data.X, data.y, split_seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
         self._check_training_rows(data, rows, split)
+        if split is not None:
+            data, split = self._targets_for_split(data, rows, split)
         data = dataclasses.replace(data, rows=rows, net={**data.net, "train_split": split})
         step, drop = self._training_loader(data)
         if drop and len(rows) < step:
@@ -722,6 +729,12 @@ class BaseEnsemble(BaseEstimator):
     @abstractmethod
     def _check_output(self, out: torch.Tensor, spec: ModuleSpec, data: TrainingData) -> None:
         """Check the module's output on the first training rows."""
+
+    def _targets_for_split(self, data: TrainingData, rows: np.ndarray, split):
+        """``(data, split)`` once a validation part is held out: a head whose encoding
+        learns from ``y`` (a regressor's standardisation) learns it from the training rows
+        ``rows`` alone, and puts a validation Dataset of the split's own in its units."""
+        return data, split
 
     def _check_training_rows(self, data: TrainingData, rows: np.ndarray, split) -> None:
         """Checks of the training rows left by the validation split."""

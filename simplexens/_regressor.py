@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import math
 import warnings
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -27,6 +26,7 @@ from torch import nn
 from ._base import BaseEnsemble, loss_batches, summed_terms
 from ._inputs import CHECK_ROWS
 from ._params import Options, Real
+from ._targets import StandardisedTargets, standardise
 from .backends.functional import module_tensors
 from .backends.likelihoods import (
     DEFAULT_MIN_SCALE,
@@ -38,67 +38,11 @@ from .backends.likelihoods import (
     output_width,
     split_output,
 )
+from .backends.rows import WeightedRows
+from .backends.skorch.nets import FixedSplit
 from .metrics import mixture_interval, mixture_quantiles
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-@dataclass(frozen=True)
-class TargetScaling:
-    """How ``fit`` standardised ``y``: ``(y - mean) / scale`` per target.
-
-    Attributes
-    ----------
-    mean, scale : ndarray of shape (n_targets,)
-        The (sample-weighted) mean and standard deviation of each target; a constant target
-        gets scale 1.
-    ndim : int
-        1 when ``y`` was 1-D (predictions are then 1-D), else 2.
-    """
-
-    mean: np.ndarray
-    scale: np.ndarray
-    ndim: int
-
-
-def standardise(y, weights=None, owner: str = "the regressor") -> tuple[np.ndarray, TargetScaling]:
-    """``y`` checked (numeric, finite, 1-D or 2-D) and standardised per target.
-
-    Returns ``(float32 array of shape (n_samples, n_targets), TargetScaling)``.
-    """
-    y = np.asarray(y)
-    if y.dtype.kind not in "biuf":
-        try:
-            y = y.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{owner} needs numeric targets y; got dtype {y.dtype}.") from exc
-    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
-        raise ValueError(
-            f"{owner} needs y of shape (n_samples,) or (n_samples, n_targets); got {y.shape}."
-        )
-    if len(y) < 2:
-        raise ValueError(
-            f"{owner} needs at least 2 samples to standardise y (and to fit a variance); got "
-            f"{len(y)} sample."
-        )
-    Y = y.reshape(len(y), -1).astype(np.float64)
-    if not np.isfinite(Y).all():
-        raise ValueError("Input y contains NaN or infinity.")
-    # Moments of y / max|y| per target, then scaled back: no overflow near float64's limits.
-    peak = np.abs(Y).max(axis=0)
-    unit = np.where(peak > 0, peak, 1.0)
-    Z = Y / unit
-    mean = np.average(Z, axis=0, weights=weights)
-    scale = np.sqrt(np.average((Z - mean) ** 2, axis=0, weights=weights))
-    # Constant up to rounding (the bound of sklearn's StandardScaler): variance below
-    # n eps var + (n eps mean)^2, relative to the target's own magnitude.
-    n, eps = len(Y), np.finfo(np.float64).eps
-    constant = ~(scale**2 > n * eps * scale**2 + (n * eps * mean) ** 2)
-    # A constant target (its spread is rounding) gets scale 1 in y's units and standardises
-    # to 0; no division by its zero spread or by a subnormal max|y|.
-    standard = np.where(constant, 0.0, (Z - mean) / np.where(constant, 1.0, scale))
-    mean, scale = mean * unit, np.where(constant, 1.0, scale * unit)
-    return standard.astype(np.float32), TargetScaling(mean, scale, y.ndim)
 
 
 class RegressorHead(RegressorMixin):
@@ -156,8 +100,20 @@ class RegressorHead(RegressorMixin):
         return {"likelihood": self.likelihood, "criterion__min_scale": self._min_scale()}
 
     def _encode_targets(self, y, weights) -> dict:
-        y, scaling = standardise(y, weights, type(self).__name__)
-        return {"y": y, "classes": None, "scaling": scaling}
+        standard, scaling = standardise(y, weights, type(self).__name__)
+        return {"y": standard, "classes": None, "scaling": scaling, "raw_y": y}
+
+    def _targets_for_split(self, data, rows, split):
+        """``y`` standardised with the training rows' moments; a validation Dataset of the
+        split's own (e.g. skorch's ``predefined_split``) yields its targets in those units."""
+        weights = data.X.weights if isinstance(data.X, WeightedRows) else None
+        y, scaling = standardise(data.raw_y, weights, type(self).__name__, rows=rows)
+        if split.valid is not None and not isinstance(split.valid, np.ndarray):
+            valid = StandardisedTargets(split.valid, scaling)
+            if len(valid):
+                valid[0]  # a validation Dataset whose targets do not fit y: refused here
+            split = FixedSplit(split.train, valid, source=split.source)
+        return dataclasses.replace(data, y=y, scaling=scaling), split
 
     def _output_width(self, data) -> int:
         return output_width(self.likelihood, data.y.shape[1])
@@ -273,7 +229,10 @@ class RegressorHead(RegressorMixin):
             ``y`` is used instead of them.""",
         """y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Numeric, finite targets, at least 2 rows; standardised per target inside ``fit``
-            (``y_mean_``, ``y_scale_``), predictions come back in their units and shape.
+            (``y_mean_``, ``y_scale_``: the moments of the training rows, without the
+            validation rows of ``train_split``, whose targets, and those of a validation
+            Dataset it returns, are standardised with them); predictions come back in
+            their units and shape.
             Required with arrays; with a Dataset, None reads scalar targets from its items
             (one pass over it); pass ``y`` for several targets.""",
     ).replace(

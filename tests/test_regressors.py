@@ -23,6 +23,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
+from skorch.dataset import ValidSplit
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -616,11 +617,14 @@ def test_sample_weights_standardise_y_with_weighted_moments():
 # ------------------------------------------------------------------------- warm start
 
 
-def test_warm_start_growth_equals_a_cold_fit():
-    warm = quick(warm_start=True).fit(X_REG, Y_REG)
+@pytest.mark.parametrize("split", [None, ValidSplit(0.25, random_state=0)], ids=["all", "split"])
+def test_warm_start_growth_equals_a_cold_fit(split):
+    """Also with a validation split (y standardised on the training rows in both fits)."""
+    warm = quick(warm_start=True, train_split=split).fit(X_REG, Y_REG)
     first = warm.predict_member_distribution(X_REG)
     warm.set_params(n_estimators=4).fit(X_REG, Y_REG)
-    cold = quick(n_estimators=4).fit(X_REG, Y_REG)
+    cold = quick(n_estimators=4, train_split=split).fit(X_REG, Y_REG)
+    assert_array_equal(warm.y_scale_, cold.y_scale_)
     assert warm.n_members_ == 4
     assert warm.epochs_spent_ == cold.epochs_spent_
     grown = warm.predict_member_distribution(X_REG)
