@@ -439,6 +439,7 @@ class BaseEnsemble(BaseEstimator):
             return
         rng = continued_rng(state)
         data, split_seed = self._plan_batches(data, template, rng, state.split_seed)
+        data = self._in_fitted_units(data)
         result, stack = self._train(spec, template, data, rng, warm=growth)
         if result.appended:  # on the CPU: the two stacks may live on different devices
             old = [self.members_.member(i, device="cpu") for i in range(self.n_members_)]
@@ -506,7 +507,10 @@ class BaseEnsemble(BaseEstimator):
         if self.train_split is not None:
             if split_seed is None:
                 split_seed = int(rng.randint(np.iinfo(np.int32).max))
-            split = fixed_split(self.train_split, data.X, data.y, split_seed)
+            # The targets as given (a regressor's raw y): a Dataset the split builds from
+            # them is in y's units, as a validation Dataset of the user's is.
+            y = data.y if data.raw_y is None else data.raw_y
+            split = fixed_split(self.train_split, data.X, y, split_seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
         self._check_training_rows(data, rows, split)
         if split is not None:
@@ -735,6 +739,11 @@ class BaseEnsemble(BaseEstimator):
         learns from ``y`` (a regressor's standardisation) learns it from the training rows
         ``rows`` alone, and puts a validation Dataset of the split's own in its units."""
         return data, split
+
+    def _in_fitted_units(self, data: TrainingData) -> TrainingData:
+        """In a warm refit, ``data`` encoded as the fitted members' data were (the
+        classifier's encoding is fixed by the labels, which the fingerprint compares)."""
+        return data
 
     def _check_training_rows(self, data: TrainingData, rows: np.ndarray, split) -> None:
         """Checks of the training rows left by the validation split."""

@@ -106,14 +106,41 @@ class RegressorHead(RegressorMixin):
     def _targets_for_split(self, data, rows, split):
         """``y`` standardised with the training rows' moments; a validation Dataset of the
         split's own (e.g. skorch's ``predefined_split``) yields its targets in those units."""
+        if not isinstance(split.train, np.ndarray):
+            raise ValueError(
+                f"train_split={split.source!r} returned a training Dataset of its own; a "
+                "regressor trains on the rows of X, y it is given (their targets "
+                "standardised): return a Subset of the dataset the split receives."
+            )
         weights = data.X.weights if isinstance(data.X, WeightedRows) else None
+        if weights is not None and not weights[rows].sum() > 0:
+            raise ValueError(
+                f"train_split={split.source!r} left training rows whose sample weights are "
+                "all zero."
+            )
         y, scaling = standardise(data.raw_y, weights, type(self).__name__, rows=rows)
-        if split.valid is not None and not isinstance(split.valid, np.ndarray):
-            valid = StandardisedTargets(split.valid, scaling)
-            if len(valid):
-                valid[0]  # a validation Dataset whose targets do not fit y: refused here
-            split = FixedSplit(split.train, valid, source=split.source)
-        return dataclasses.replace(data, y=y, scaling=scaling), split
+        data = dataclasses.replace(data, y=y, scaling=scaling)
+        return data, self._valid_in_units(split, scaling)
+
+    def _valid_in_units(self, split, scaling):
+        """``split`` with a validation Dataset of its own yielding standardised targets."""
+        valid = split.valid
+        if valid is None or isinstance(valid, np.ndarray):
+            return split
+        if isinstance(valid, StandardisedTargets):  # wrapped for another scaling
+            valid = valid.dataset
+        valid = StandardisedTargets(valid, scaling)
+        if len(valid):
+            valid[0]  # a validation Dataset whose targets do not fit y: refused here
+        return FixedSplit(split.train, valid, source=split.source)
+
+    def _in_fitted_units(self, data):
+        """In a warm refit: the targets (and a split's own validation Dataset) in the units
+        the fitted members were trained in, whatever rows this fit's split holds out."""
+        scaling, split = self._scaling_, data.net.get("train_split")
+        if split is not None:
+            data.net["train_split"] = self._valid_in_units(split, scaling)
+        return dataclasses.replace(data, y=scaling.transform(data.raw_y), scaling=scaling)
 
     def _output_width(self, data) -> int:
         return output_width(self.likelihood, data.y.shape[1])

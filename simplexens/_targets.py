@@ -30,6 +30,12 @@ class TargetScaling:
     scale: np.ndarray
     ndim: int
 
+    def transform(self, y) -> np.ndarray:
+        """``y`` (numeric, shape (n_samples,) or (n_samples, n_targets)) in these units, as
+        float32 of shape (n_samples, n_targets)."""
+        Y = np.asarray(y, dtype=np.float64)
+        return ((Y.reshape(len(Y), -1) - self.mean) / self.scale).astype(np.float32)
+
 
 def standardise(
     y, weights=None, owner: str = "the regressor", rows: np.ndarray | None = None
@@ -116,4 +122,4 @@ class StandardisedTargets(Dataset):
                 f"the validation Dataset yields targets of {y.size} value(s); y has "
                 f"{self.scaling.mean.size} target(s)."
             )
-        return x, ((y - self.scaling.mean) / self.scaling.scale).astype(np.float32)
+        return x, self.scaling.transform(y[None])[0]

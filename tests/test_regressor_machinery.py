@@ -12,6 +12,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import Dataset, ValidSplit
 from skorch.helper import predefined_split
 from torch.testing import assert_close
+from torch.utils.data import Subset
 
 from simplexens import DeepEnsembleRegressor, SWAGRegressor
 from simplexens.backends.likelihoods import GaussianNLLLoss
@@ -132,3 +133,64 @@ def test_a_regressor_on_cuda_predicts_as_on_the_cpu():
     pairs = zip(cuda.predict(X, return_std=True), cpu.predict(X, return_std=True), strict=True)
     for a, b in pairs:
         assert_allclose(a, b, rtol=1e-3, atol=1e-3 * np.abs(b).max())
+
+
+class _TrainingTargets(Callback):
+    """Records, for every member's net, its training rows and the targets it trains on."""
+
+    seen: list = []  # noqa: RUF012 (shared by the members' copies on purpose)
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        train, _ = net.get_split_datasets(X, y)
+        targets = np.array([np.asarray(train[i][1]) for i in range(len(train))]).ravel()
+        self.seen.append((np.asarray(train.indices), targets))
+
+
+def test_a_warm_refit_trains_its_members_in_the_fitted_units():
+    """A split with randomness of its own (sklearn's ShuffleSplit inside ValidSplit) holds
+    out other rows in the refit; the new members still train on (y - y_mean_) / y_scale_,
+    the units prediction decodes with."""
+    from sklearn.model_selection import ShuffleSplit
+
+    record = _TrainingTargets()
+    record.seen.clear()
+    split = ValidSplit(ShuffleSplit(n_splits=1, test_size=0.5))
+    reg = DeepEnsembleRegressor(
+        MLP, n_estimators=1, warm_start=True, train_split=split, callbacks=[record], **COMMON
+    ).fit(X, Y)
+    mean, scale = reg.y_mean_.copy(), reg.y_scale_.copy()
+    reg.set_params(n_estimators=2).fit(X, Y)
+    assert_allclose(reg.y_mean_, mean, rtol=0)
+    assert len(record.seen) == 2
+    for rows, targets in record.seen:
+        assert_allclose(targets, (Y[rows] - mean[0]) / scale[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_validation_dataset_the_split_builds_from_its_targets_is_in_ys_units():
+    """A split may copy rows into a Dataset of its own: it is handed the targets as given,
+    so its validation targets are standardised once, with the training rows' moments."""
+
+    def copy_split(dataset, y):
+        return Subset(dataset, list(range(120))), Dataset(dataset.X[120:], y[120:])
+
+    z_valid = ((Y[120:] - Y[:120].mean()) / Y[:120].std()).astype(np.float32)[:, None]
+    check = _ValidLossCheck(X[120:], z_valid)
+    check.checked.clear()
+    DeepEnsembleRegressor(
+        MLP, n_estimators=1, train_split=copy_split, callbacks=[check], **COMMON
+    ).fit(X, Y)
+    assert len(check.checked) == COMMON["max_epochs"]
+
+
+def test_split_problems_a_regressor_cannot_train_with_are_named():
+    foreign = Dataset(X[:100], Y[:100].astype(np.float32))
+    reg = DeepEnsembleRegressor(
+        MLP, n_estimators=1, train_split=lambda dataset, y: (foreign, None), **COMMON
+    )
+    with pytest.raises(ValueError, match="returned a training Dataset of its own"):
+        reg.fit(X, Y)
+    weights = np.r_[np.zeros(120), np.ones(40)]
+    split = lambda dataset, y: (Subset(dataset, range(120)), Subset(dataset, range(120, 160)))  # noqa: E731
+    reg = DeepEnsembleRegressor(MLP, n_estimators=1, train_split=split, **COMMON)
+    with pytest.raises(ValueError, match="sample weights are all zero"):
+        reg.fit(X, Y, sample_weight=weights)
