@@ -438,8 +438,7 @@ class BaseEnsemble(BaseEstimator):
         if all(now == fitted for fitted, now in growth.values()):
             return
         rng = continued_rng(state)
-        data, split_seed = self._plan_batches(data, template, rng, state.split_seed)
-        data = self._in_fitted_units(data)
+        data, split_seed = self._plan_batches(data, template, rng, state.split_seed, warm=True)
         result, stack = self._train(spec, template, data, rng, warm=growth)
         if result.appended:  # on the CPU: the two stacks may live on different devices
             old = [self.members_.member(i, device="cpu") for i in range(self.n_members_)]
@@ -494,14 +493,15 @@ class BaseEnsemble(BaseEstimator):
     _fixed_when_warm_reason = ""
 
     def _plan_batches(
-        self, data: TrainingData, template: nn.Module, rng, split_seed=None
+        self, data: TrainingData, template: nn.Module, rng, split_seed=None, warm=False
     ) -> tuple[TrainingData, int | None]:
         """Split off the validation rows once, and check the training batches.
 
         ``train_split`` is applied here, once per fit, so that every member and every phase
         holds out the same rows (a ``ValidSplit`` without a ``random_state`` is seeded from
         the estimator's ``random_state``). With BatchNorm in the module, a last training batch
-        of one row (which BatchNorm cannot normalise) is dropped from every epoch.
+        of one row (which BatchNorm cannot normalise) is dropped from every epoch. ``warm``:
+        a warm refit, whose targets are encoded as the fitted members' were.
         """
         split = None
         if self.train_split is not None:
@@ -513,8 +513,7 @@ class BaseEnsemble(BaseEstimator):
             split = fixed_split(self.train_split, data.X, y, split_seed)
         rows = np.arange(len(data.X)) if split is None else split.train_rows(len(data.X))
         self._check_training_rows(data, rows, split)
-        if split is not None:
-            data, split = self._targets_for_split(data, rows, split)
+        data, split = self._training_targets(data, rows, split, warm)
         data = dataclasses.replace(data, rows=rows, net={**data.net, "train_split": split})
         step, drop = self._training_loader(data)
         if drop and len(rows) < step:
@@ -734,16 +733,13 @@ class BaseEnsemble(BaseEstimator):
     def _check_output(self, out: torch.Tensor, spec: ModuleSpec, data: TrainingData) -> None:
         """Check the module's output on the first training rows."""
 
-    def _targets_for_split(self, data: TrainingData, rows: np.ndarray, split):
-        """``(data, split)`` once a validation part is held out: a head whose encoding
-        learns from ``y`` (a regressor's standardisation) learns it from the training rows
-        ``rows`` alone, and puts a validation Dataset of the split's own in its units."""
+    def _training_targets(self, data: TrainingData, rows: np.ndarray, split, warm: bool):
+        """``(data, split)`` for training on ``rows``: a head whose encoding learns from
+        ``y`` (a regressor's standardisation) learns it from the training rows alone, or
+        keeps the fitted one in a warm refit, and puts a validation Dataset of the split's
+        own in its units. The classifier's encoding is fixed by the labels (which a warm
+        refit's fingerprint compares): nothing to do."""
         return data, split
-
-    def _in_fitted_units(self, data: TrainingData) -> TrainingData:
-        """In a warm refit, ``data`` encoded as the fitted members' data were (the
-        classifier's encoding is fixed by the labels, which the fingerprint compares)."""
-        return data
 
     def _check_training_rows(self, data: TrainingData, rows: np.ndarray, split) -> None:
         """Checks of the training rows left by the validation split."""

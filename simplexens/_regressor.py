@@ -103,44 +103,42 @@ class RegressorHead(RegressorMixin):
         standard, scaling = standardise(y, weights, type(self).__name__)
         return {"y": standard, "classes": None, "scaling": scaling, "raw_y": y}
 
-    def _targets_for_split(self, data, rows, split):
-        """``y`` standardised with the training rows' moments; a validation Dataset of the
-        split's own (e.g. skorch's ``predefined_split``) yields its targets in those units."""
+    def _training_targets(self, data, rows, split, warm):
+        """``y`` standardised with the training rows' moments (all rows without a split;
+        the fitted moments in a warm refit, whatever rows this fit's split holds out), and a
+        validation Dataset of the split's own (skorch's ``predefined_split``) yielding its
+        targets in those units."""
+        if warm:
+            scaling = self._scaling_
+            data = dataclasses.replace(data, y=scaling.transform(data.raw_y), scaling=scaling)
+        if split is None:
+            return data, split
         if not isinstance(split.train, np.ndarray):
             raise ValueError(
                 f"train_split={split.source!r} returned a training Dataset of its own; a "
                 "regressor trains on the rows of X, y it is given (their targets "
                 "standardised): return a Subset of the dataset the split receives."
             )
-        weights = data.X.weights if isinstance(data.X, WeightedRows) else None
-        if weights is not None and not weights[rows].sum() > 0:
-            raise ValueError(
-                f"train_split={split.source!r} left training rows whose sample weights are "
-                "all zero."
-            )
-        y, scaling = standardise(data.raw_y, weights, type(self).__name__, rows=rows)
-        data = dataclasses.replace(data, y=y, scaling=scaling)
-        return data, self._valid_in_units(split, scaling)
+        if not warm:
+            weights = data.X.weights if isinstance(data.X, WeightedRows) else None
+            if weights is not None and not weights[rows].sum() > 0:
+                raise ValueError(
+                    f"train_split={split.source!r} left training rows whose sample weights "
+                    "are all zero."
+                )
+            y, scaling = standardise(data.raw_y, weights, type(self).__name__, rows=rows)
+            data = dataclasses.replace(data, y=y, scaling=scaling)
+        return data, self._valid_in_units(split, data.scaling)
 
     def _valid_in_units(self, split, scaling):
         """``split`` with a validation Dataset of its own yielding standardised targets."""
         valid = split.valid
         if valid is None or isinstance(valid, np.ndarray):
             return split
-        if isinstance(valid, StandardisedTargets):  # wrapped for another scaling
-            valid = valid.dataset
         valid = StandardisedTargets(valid, scaling)
         if len(valid):
             valid[0]  # a validation Dataset whose targets do not fit y: refused here
         return FixedSplit(split.train, valid, source=split.source)
-
-    def _in_fitted_units(self, data):
-        """In a warm refit: the targets (and a split's own validation Dataset) in the units
-        the fitted members were trained in, whatever rows this fit's split holds out."""
-        scaling, split = self._scaling_, data.net.get("train_split")
-        if split is not None:
-            data.net["train_split"] = self._valid_in_units(split, scaling)
-        return dataclasses.replace(data, y=scaling.transform(data.raw_y), scaling=scaling)
 
     def _output_width(self, data) -> int:
         return output_width(self.likelihood, data.y.shape[1])
@@ -290,7 +288,7 @@ class RegressorHead(RegressorMixin):
                 "dimension_probe scores the complex's points by R², which needs y to vary; "
                 f"every target of the {len(Y)} row(s) given is constant."
             )
-        return self._standardised(Y)
+        return self._scaling_.transform(Y, np.float64)
 
     def _points_score(self, outputs: torch.Tensor, y: np.ndarray) -> float:
         """Mean R² of each parameter set's mean prediction, ``outputs`` of shape
@@ -527,7 +525,3 @@ class RegressorHead(RegressorMixin):
         peak = np.maximum(np.abs(Y).max(axis=0), np.abs(prediction).max(axis=0))
         unit = np.exp2(np.floor(np.log2(np.where(peak > 0, peak, 1.0))))
         return r2_score(Y / unit, prediction / unit, sample_weight=sample_weight)
-
-    def _standardised(self, values: np.ndarray) -> np.ndarray:
-        """Values of shape (..., n_targets) from ``y``'s units to standardised units."""
-        return (values - self.y_mean_) / self.y_scale_

@@ -30,11 +30,11 @@ class TargetScaling:
     scale: np.ndarray
     ndim: int
 
-    def transform(self, y) -> np.ndarray:
+    def transform(self, y, dtype=np.float32) -> np.ndarray:
         """``y`` (numeric, shape (n_samples,) or (n_samples, n_targets)) in these units, as
-        float32 of shape (n_samples, n_targets)."""
+        ``dtype`` of shape (n_samples, n_targets)."""
         Y = np.asarray(y, dtype=np.float64)
-        return ((Y.reshape(len(Y), -1) - self.mean) / self.scale).astype(np.float32)
+        return ((Y.reshape(len(Y), -1) - self.mean) / self.scale).astype(dtype)
 
 
 def standardise(
