@@ -4,7 +4,7 @@ Left: the ensemble's mean and 90% interval, with the part of the variance the me
 predict as noise (aleatoric) and the part from their disagreement (epistemic), which grows
 outside the training range [-3, 3]. The same ensemble trained on the squared error
 (``likelihood="mse"``) knows only the disagreement. Right: the coverage of their central
-intervals at every level on held-out points (the diagonal is calibration). About 30 s on
+intervals at every level on held-out points (the diagonal is calibration). 15-35 s on
 2 cores.
 
     python examples/heteroscedastic_regression.py [--quick] [--out docs]
